@@ -1,0 +1,258 @@
+"""Configuration of a multi-task BERT: the BERT architecture plus one spec per task head.
+
+This file is copied next to every checkpoint (remote code), so it imports only the standard library and
+transformers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from transformers import PretrainedConfig
+
+TASK_KINDS = ("classification", "regression")
+TASK_INPUTS = ("single", "pair")
+PAIR_ENCODINGS = ("cross", "bi")
+BI_COMBINES = ("concat", "cosine")
+POOLINGS = ("cls", "mean")
+
+
+def _choice(task: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"task '{task}': {name}={value!r} is not supported; use one of {list(allowed)}")
+
+
+@dataclass
+class TaskSpec:
+    """One task head. Stored in `MultiTaskBertConfig.tasks` as a plain dict (see `to_dict`)."""
+
+    name: str
+    kind: str = "classification"
+    # Classification: number of classes (>= 2). Regression: always 1 output.
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    input: str = "single"
+    # Pair tasks only: "cross" encodes `[CLS] a [SEP] b [SEP]` once; "bi" encodes a and b separately.
+    pair_encoding: str | None = None
+    # Bi-encoder pair tasks only: "concat" feeds (u, v, |u-v|, u*v) to a linear layer; "cosine" predicts
+    # cos(u, v) scaled to the label range (regression only, no parameters).
+    combine: str | None = None
+    pooling: str = "cls"
+    # Regression only: (low, high). Predictions are clamped to it and labels must lie in it.
+    label_range: tuple[float, float] | None = None
+    label_smoothing: float = 0.0
+    # Dropout before the head's linear layer; None falls back to config.classifier_dropout, then
+    # config.hidden_dropout_prob.
+    dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"task name {self.name!r} must be a Python identifier such as 'sst' or 'quora'")
+        name = self.name
+        _choice(name, "kind", self.kind, TASK_KINDS)
+        _choice(name, "input", self.input, TASK_INPUTS)
+        _choice(name, "pooling", self.pooling, POOLINGS)
+
+        if self.input == "single":
+            if self.pair_encoding is not None or self.combine is not None:
+                raise ValueError(
+                    f"task '{name}': pair_encoding/combine apply to pair tasks only; drop them or set input='pair'"
+                )
+        else:
+            if self.pair_encoding is None:
+                self.pair_encoding = "cross"
+            _choice(name, "pair_encoding", self.pair_encoding, PAIR_ENCODINGS)
+            if self.pair_encoding == "cross" and self.combine is not None:
+                raise ValueError(f"task '{name}': combine={self.combine!r} needs pair_encoding='bi'")
+            if self.pair_encoding == "bi":
+                if self.combine is None:
+                    self.combine = "concat"
+                _choice(name, "combine", self.combine, BI_COMBINES)
+
+        if self.kind == "classification":
+            self._validate_classification()
+        else:
+            self._validate_regression()
+
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"task '{name}': dropout={self.dropout} must be in [0, 1)")
+
+    def _validate_classification(self) -> None:
+        name = self.name
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if sorted(self.id2label) != list(range(len(self.id2label))):
+                raise ValueError(
+                    f"task '{name}': id2label keys must be 0..n-1, got {sorted(self.id2label)}"
+                )
+            if self.num_labels is None:
+                self.num_labels = len(self.id2label)
+            elif self.num_labels != len(self.id2label):
+                raise ValueError(
+                    f"task '{name}': num_labels={self.num_labels} disagrees with id2label, which has "
+                    f"{len(self.id2label)} entries; drop num_labels or fix id2label"
+                )
+        if self.num_labels is None or not isinstance(self.num_labels, int) or self.num_labels < 2:
+            raise ValueError(
+                f"task '{name}': a classification task needs num_labels >= 2, got {self.num_labels!r} "
+                "(use kind='regression' for a single score)"
+            )
+        if self.id2label is None:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        if self.combine == "cosine":
+            raise ValueError(f"task '{name}': combine='cosine' is for regression tasks; use combine='concat'")
+        if self.label_range is not None:
+            raise ValueError(f"task '{name}': label_range applies to regression tasks only; drop it")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"task '{name}': label_smoothing={self.label_smoothing} must be in [0, 1)")
+
+    def _validate_regression(self) -> None:
+        name = self.name
+        if self.id2label is not None:
+            raise ValueError(
+                f"task '{name}': a regression task has no labels, got id2label={self.id2label}; "
+                "drop id2label or use kind='classification'"
+            )
+        if self.num_labels not in (None, 1):
+            raise ValueError(f"task '{name}': a regression task has num_labels=1, got {self.num_labels}")
+        self.num_labels = 1
+        if self.label_smoothing:
+            raise ValueError(f"task '{name}': label_smoothing applies to classification tasks only")
+        if self.label_range is not None:
+            low, high = (float(x) for x in self.label_range)
+            if not low < high:
+                raise ValueError(f"task '{name}': label_range={list(self.label_range)} needs low < high")
+            self.label_range = (low, high)
+        elif self.combine == "cosine":
+            raise ValueError(
+                f"task '{name}': combine='cosine' scales cos(u, v) to the label range; set label_range, e.g. (0, 5)"
+            )
+
+    @property
+    def label2id(self) -> dict[str, int] | None:
+        return None if self.id2label is None else {v: k for k, v in self.id2label.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["id2label"] is not None:  # JSON keys are strings
+            out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
+        if out["label_range"] is not None:
+            out["label_range"] = list(out["label_range"])
+        return out
+
+
+def default_tasks() -> list[dict[str, Any]]:
+    """The three tasks of the CS224N multi-task project."""
+    sst_labels = ["very negative", "negative", "neutral", "positive", "very positive"]
+    return [
+        TaskSpec(name="sst", kind="classification", id2label=dict(enumerate(sst_labels))).to_dict(),
+        TaskSpec(
+            name="quora",
+            kind="classification",
+            id2label={0: "not_duplicate", 1: "duplicate"},
+            input="pair",
+            pair_encoding="cross",
+        ).to_dict(),
+        TaskSpec(
+            name="sts",
+            kind="regression",
+            input="pair",
+            pair_encoding="bi",
+            combine="cosine",
+            pooling="mean",
+            label_range=(0.0, 5.0),
+        ).to_dict(),
+    ]
+
+
+class MultiTaskBertConfig(PretrainedConfig):
+    r"""
+    Configuration of [`MultiTaskBertModel`]: every field of `transformers.BertConfig`, plus `tasks`.
+
+    Args:
+        tasks (`list[dict]`, *optional*):
+            One dict per task head with the fields of [`TaskSpec`] (`name`, `kind`, `num_labels`, `id2label`,
+            `input`, `pair_encoding`, `combine`, `pooling`, `label_range`, `label_smoothing`, `dropout`).
+            Defaults to the CS224N tasks: `sst` (5 classes), `quora` (binary, pair), `sts` (regression 0-5, pair).
+        unpad_inputs (`bool`, *optional*, defaults to `True`):
+            Run the dense layers on real tokens only when a batch has padding. Hidden states at padded
+            positions are then returned as zeros instead of the values BERT computes for them.
+    """
+
+    model_type = "mtbert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    position_embedding_type: str = "absolute"
+    classifier_dropout: float | None = None
+    tasks: list[dict[str, Any]] | None = None
+    unpad_inputs: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
+            )
+        if self.position_embedding_type != "absolute":
+            raise ValueError(
+                f"position_embedding_type={self.position_embedding_type!r} is not supported; "
+                "MultiTaskBertModel implements 'absolute' position embeddings only"
+            )
+        if getattr(self, "is_decoder", False) or getattr(self, "add_cross_attention", False):
+            raise ValueError("MultiTaskBertModel is an encoder; is_decoder/add_cross_attention must be False")
+        if self.tasks is None:
+            self.tasks = default_tasks()
+        specs = [self._as_spec(t) for t in self.tasks]
+        names = [s.name for s in specs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate task names {duplicates}; every task needs a unique name")
+        if not specs:
+            raise ValueError("tasks is empty; give at least one task or leave tasks=None for the defaults")
+        self.tasks = [s.to_dict() for s in specs]
+
+    @staticmethod
+    def _as_spec(task: Any) -> TaskSpec:
+        if isinstance(task, TaskSpec):
+            return TaskSpec(**copy.deepcopy(asdict(task)))
+        if not isinstance(task, dict):
+            raise ValueError(f"each task must be a dict or TaskSpec, got {type(task).__name__}: {task!r}")
+        unknown = sorted(set(task) - set(TaskSpec.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"task {task.get('name')!r}: unknown fields {unknown}; known fields are "
+                f"{sorted(TaskSpec.__dataclass_fields__)}"
+            )
+        return TaskSpec(**copy.deepcopy(task))
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.tasks]
+
+    def get_task(self, name: str | None) -> TaskSpec:
+        """The spec of task `name`; `None` is allowed when the config has exactly one task."""
+        if name is None:
+            if len(self.tasks) == 1:
+                return TaskSpec(**self.tasks[0])
+            raise ValueError(f"task is required for a multi-task model; pass one of {self.task_names}")
+        for task in self.tasks:
+            if task["name"] == name:
+                return TaskSpec(**task)
+        raise ValueError(f"unknown task {name!r}; this model has tasks {self.task_names}")
+
+
+__all__ = ["MultiTaskBertConfig", "TaskSpec", "default_tasks"]

@@ -1,0 +1,546 @@
+"""A BERT encoder written natively in PyTorch, with one head per task.
+
+Parameter names follow `transformers.BertModel` exactly (`embeddings.word_embeddings`,
+`encoder.layer.N.attention.self.query`, ...), under `base_model_prefix = "bert"`, so any BERT checkpoint loads
+with `from_pretrained` and no renaming table.
+
+This file is copied next to every checkpoint (remote code), so it imports only torch, transformers and
+`configuration_mtbert`.
+
+Shapes: B batch, L sequence length, H hidden size, nh heads, hs head size (H = nh * hs), N token rows
+(B * L, or only the real tokens when a padded batch is packed), C classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from .configuration_mtbert import MultiTaskBertConfig, TaskSpec
+
+
+@dataclass
+class TokenLayout:
+    """Where the token rows of a (B, L) batch live while it runs through the encoder.
+
+    When `indices` is set, the batch is packed: only real (non-padding) tokens are rows, and `indices` holds their
+    flat positions in B * L. `attn_mask` is the (B, 1, 1, L) boolean key mask, or None when nothing is padded.
+    """
+
+    batch_size: int
+    seq_len: int
+    indices: torch.Tensor | None = None
+    attn_mask: torch.Tensor | None = None
+
+    def to_padded(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, D) token rows -> (B, L, D), zeros at padded positions."""
+        B, L = self.batch_size, self.seq_len
+        if self.indices is not None:
+            rows = rows.new_zeros(B * L, rows.shape[-1]).index_copy(0, self.indices, rows)
+        return rows.view(B, L, -1)
+
+    def to_rows(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (N, D) token rows."""
+        rows = padded.reshape(self.batch_size * self.seq_len, -1)
+        return rows if self.indices is None else rows.index_select(0, self.indices)
+
+
+class MTBertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,  # (B, L)
+        token_type_ids: torch.Tensor | None = None,  # (B, L)
+        position_ids: torch.Tensor | None = None,  # (B, L) or (1, L)
+        inputs_embeds: torch.Tensor | None = None,  # (B, L, H)
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        B, L = inputs_embeds.shape[:2]
+        device = inputs_embeds.device
+        if position_ids is None:
+            position_ids = torch.arange(L, device=device).unsqueeze(0)  # (1, L)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(B, L, dtype=torch.long, device=device)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))  # (B, L, H)
+
+
+class MTBertSelfAttention(nn.Module):
+    """Multi-head self-attention. Q, K and V come from one fused matmul over the three weights."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_prob = config.attention_probs_dropout_prob
+
+    def forward(
+        self, hidden: torch.Tensor, layout: TokenLayout, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # hidden: (N, H)
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
+        qkv = layout.to_padded(F.linear(hidden, weight, bias))  # (B, L, 3H)
+        B, L = layout.batch_size, layout.seq_len
+        q, k, v = qkv.view(B, L, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, L, hs)
+        dropout_p = self.dropout_prob if self.training else 0.0
+        if output_attentions:
+            context, probs = self._eager(q, k, v, layout.attn_mask, dropout_p)
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.attn_mask, dropout_p=dropout_p)
+            probs = None
+        context = context.transpose(1, 2).reshape(B, L, -1)  # (B, L, H)
+        return layout.to_rows(context), probs  # (N, H), (B, nh, L, L) or None
+
+    def _eager(self, q, k, v, attn_mask, dropout_p):
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, L, L)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+        probs = scores.softmax(dim=-1)
+        return F.dropout(probs, p=dropout_p, training=self.training) @ v, probs  # (B, nh, L, hs)
+
+
+class MTBertSelfOutput(nn.Module):
+    """Attention output projection, dropout, residual, LayerNorm."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class MTBertAttention(nn.Module):
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.self = MTBertSelfAttention(config)
+        self.output = MTBertSelfOutput(config)
+
+    def forward(self, hidden: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+        context, probs = self.self(hidden, layout, output_attentions)
+        return self.output(context, hidden), probs
+
+
+class MTBertIntermediate(nn.Module):
+    """Feed-forward expansion H -> intermediate_size with the configured activation."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden))
+
+
+class MTBertOutput(nn.Module):
+    """Feed-forward contraction back to H, dropout, residual, LayerNorm."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class MTBertLayer(nn.Module):
+    """One transformer block: self-attention then feed-forward, each post-LayerNorm."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.attention = MTBertAttention(config)
+        self.intermediate = MTBertIntermediate(config)
+        self.output = MTBertOutput(config)
+
+    def forward(self, hidden: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+        attended, probs = self.attention(hidden, layout, output_attentions)  # (N, H)
+        return self.output(self.intermediate(attended), attended), probs
+
+
+class MTBertEncoder(nn.Module):
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([MTBertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden: torch.Tensor, layout: TokenLayout, output_attentions=False, output_hidden_states=False):
+        all_hidden = (layout.to_padded(hidden),) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layer:
+            if self.gradient_checkpointing and self.training:
+                hidden, probs = torch.utils.checkpoint.checkpoint(
+                    layer, hidden, layout, output_attentions, use_reentrant=False
+                )
+            else:
+                hidden, probs = layer(hidden, layout, output_attentions)
+            if output_hidden_states:
+                all_hidden += (layout.to_padded(hidden),)
+            if output_attentions:
+                all_attentions += (probs,)
+        return hidden, all_hidden, all_attentions
+
+
+class MTBertPooler(nn.Module):
+    """BERT's pooler: dense + tanh on the first ([CLS]) token."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(last_hidden[:, 0]))  # (B, H)
+
+
+class MTBertModel(nn.Module):
+    """The shared BERT encoder: embeddings, transformer layers, pooler."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = MTBertEmbeddings(config)
+        self.encoder = MTBertEncoder(config)
+        self.pooler = MTBertPooler(config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,  # (B, L)
+        attention_mask: torch.Tensor | None = None,  # (B, L), 1 = real token, 0 = padding
+        token_type_ids: torch.Tensor | None = None,  # (B, L)
+        position_ids: torch.Tensor | None = None,  # (B, L)
+        inputs_embeds: torch.Tensor | None = None,  # (B, L, H)
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        shape = self._check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        B, L = shape
+        layout = TokenLayout(B, L)
+        if attention_mask is not None and not bool(attention_mask.all()):
+            keep = attention_mask.bool()
+            layout.attn_mask = keep[:, None, None, :]  # (B, 1, 1, L)
+            if self.config.unpad_inputs:
+                layout.indices = keep.flatten().nonzero().squeeze(1)  # (N,)
+        embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, L, H)
+        hidden, all_hidden, all_attentions = self.encoder(
+            layout.to_rows(embedded), layout, output_attentions, output_hidden_states
+        )
+        last_hidden = layout.to_padded(hidden)  # (B, L, H)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden,
+            pooler_output=self.pooler(last_hidden),
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds) -> tuple[int, int]:
+        config = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+            if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
+                raise ValueError(
+                    f"input_ids must lie in [0, {config.vocab_size}) (vocab_size), got values in "
+                    f"[{int(input_ids.min())}, {int(input_ids.max())}]; was the input made by another tokenizer?"
+                )
+            shape = tuple(input_ids.shape)
+        else:
+            shape = tuple(inputs_embeds.shape[:2])
+        if shape[1] > config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}; "
+                f"tokenize with truncation=True, max_length={config.max_position_embeddings}"
+            )
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != shape:
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} does not match the input shape {shape}"
+                )
+            if shape[0] and not bool(attention_mask.bool().any(dim=1).all()):
+                raise ValueError("attention_mask has a row with no real token; every sequence needs at least one")
+        if token_type_ids is not None and token_type_ids.numel():
+            if tuple(token_type_ids.shape) != shape:
+                raise ValueError(f"token_type_ids shape {tuple(token_type_ids.shape)} does not match {shape}")
+            if int(token_type_ids.max()) >= config.type_vocab_size or int(token_type_ids.min()) < 0:
+                raise ValueError(f"token_type_ids must lie in [0, {config.type_vocab_size}) (type_vocab_size)")
+        return shape
+
+
+def pool(output: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """Sentence embedding (B, H): BERT's pooler output ("cls") or the mean over real tokens ("mean")."""
+    if pooling == "cls":
+        return output.pooler_output
+    if pooling == "mean":
+        hidden = output.last_hidden_state  # (B, L, H)
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    raise ValueError(f"pooling={pooling!r} is not supported; use 'cls' or 'mean'")
+
+
+class MTBertTaskHead(nn.Module):
+    """Maps pooled sentence embedding(s) to one task's logits (B, C) or scores (B, 1)."""
+
+    def __init__(self, config: MultiTaskBertConfig, spec: TaskSpec):
+        super().__init__()
+        self.spec = spec
+        p = spec.dropout
+        if p is None:
+            p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        in_features = 4 * config.hidden_size if spec.pair_encoding == "bi" else config.hidden_size
+        self.classifier = None if spec.combine == "cosine" else nn.Linear(in_features, spec.num_labels)
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """Unclamped head output; u, v: (B, H) embeddings of sentence a and (bi-encoder tasks) sentence b."""
+        if self.spec.combine == "cosine":
+            low, high = self.spec.label_range
+            return (F.cosine_similarity(u, v, dim=-1) * high).unsqueeze(-1)  # (B, 1)
+        if v is not None:
+            u = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)  # (B, 4H)
+        return self.classifier(self.dropout(u))
+
+
+@dataclass
+class MultiTaskBertOutput(ModelOutput):
+    """
+    loss: task loss when `labels` is given (cross-entropy or MSE).
+    logits: (B, C) class logits, or (B, 1) regression scores clamped to the task's label range.
+    embeddings: (B, H) pooled sentence embeddings fed to the head; (2B, H) for bi-encoder tasks, sentence a first.
+    hidden_states / attentions: per layer, when asked; for bi-encoder tasks their batch is 2B, sentence a first.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class MultiTaskBertPreTrainedModel(PreTrainedModel):
+    config_class = MultiTaskBertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["MTBertEmbeddings", "MTBertLayer"]
+    # Old BERT checkpoints saved the position_ids buffer; we compute positions on the fly.
+    _keys_to_ignore_on_load_unexpected = [r"position_ids", r"^cls\.", r"^classifier\."]
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
+        for module in self.modules():
+            if isinstance(module, MTBertEncoder):
+                module.gradient_checkpointing = enable
+
+
+class MultiTaskBertModel(MultiTaskBertPreTrainedModel):
+    """Shared BERT encoder (`self.bert`) plus one head per task in `config.tasks` (`self.heads[name]`)."""
+
+    # The loss is a per-batch mean, so Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__(config)
+        self.bert = MTBertModel(config)
+        self.heads = nn.ModuleDict({t["name"]: MTBertTaskHead(config, TaskSpec(**t)) for t in config.tasks})
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.bert.embeddings.word_embeddings = value
+
+    def _head(self, task: str | None) -> MTBertTaskHead:
+        if task is None:
+            if len(self.heads) == 1:
+                return next(iter(self.heads.values()))
+            raise ValueError(f"task is required for a multi-task model; pass task= one of {list(self.heads)}")
+        if task not in self.heads:
+            raise ValueError(f"unknown task {task!r}; this model has tasks {list(self.heads)}")
+        return self.heads[task]
+
+    def encode(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pooling: str = "mean",
+    ) -> torch.Tensor:
+        """Pooled sentence embeddings (B, H) from the shared encoder."""
+        output = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds=inputs_embeds)
+        return pool(output, attention_mask, pooling)
+
+    def forward(
+        self,
+        task: str | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        input_ids_b: torch.Tensor | None = None,
+        attention_mask_b: torch.Tensor | None = None,
+        token_type_ids_b: torch.Tensor | None = None,
+        inputs_embeds_b: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MultiTaskBertOutput | tuple:
+        r"""
+        Run task `task` on a batch. Single-sentence and cross-encoded pair tasks take `input_ids` (a pair already
+        joined as `[CLS] a [SEP] b [SEP]`); bi-encoder pair tasks also take `input_ids_b` for sentence b.
+        `labels`: (B,) class ids for classification, (B,) float scores for regression.
+        """
+        head = self._head(task)
+        spec = head.spec
+        output_attentions = bool(output_attentions)
+        output_hidden_states = bool(output_hidden_states)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        bi = spec.pair_encoding == "bi"
+        has_b = input_ids_b is not None or inputs_embeds_b is not None
+        if bi and not has_b:
+            raise ValueError(f"task {spec.name!r} encodes each sentence separately; pass input_ids_b for sentence b")
+        if not bi and has_b:
+            raise ValueError(
+                f"task {spec.name!r} takes one input sequence (input={spec.input!r}, "
+                f"pair_encoding={spec.pair_encoding!r}); drop input_ids_b"
+            )
+        if bi:
+            if position_ids is not None:
+                raise ValueError(f"task {spec.name!r}: position_ids are not supported for bi-encoder tasks")
+            input_ids, attention_mask, token_type_ids, inputs_embeds = _stack_pair(
+                (input_ids, attention_mask, token_type_ids, inputs_embeds),
+                (input_ids_b, attention_mask_b, token_type_ids_b, inputs_embeds_b),
+                pad_token_id=self.config.pad_token_id or 0,
+            )
+        encoded = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        embeddings = pool(encoded, attention_mask, spec.pooling)  # (B, H) or (2B, H)
+        if bi:
+            u, v = embeddings.chunk(2)
+            scores = head(u, v)
+        else:
+            scores = head(embeddings)
+
+        loss = None
+        if labels is not None:
+            loss = task_loss(spec, scores, labels)
+        logits = scores
+        if spec.kind == "regression" and spec.label_range is not None:
+            logits = scores.clamp(*spec.label_range)
+
+        out = MultiTaskBertOutput(
+            loss=loss,
+            logits=logits,
+            embeddings=embeddings,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+def _stack_pair(a: tuple, b: tuple, pad_token_id: int) -> tuple:
+    """Stack sentence a and sentence b batches into one (2B, L) batch, padding the shorter one."""
+    ids_a, mask_a, types_a, embeds_a = a
+    ids_b, mask_b, types_b, embeds_b = b
+    if (ids_a is None) != (ids_b is None):
+        raise ValueError("give both sentences as input_ids or both as inputs_embeds")
+    ref_a = ids_a if ids_a is not None else embeds_a
+    ref_b = ids_b if ids_b is not None else embeds_b
+    if ref_a.shape[0] != ref_b.shape[0]:
+        raise ValueError(f"sentence a has batch size {ref_a.shape[0]} but sentence b has {ref_b.shape[0]}")
+    L = max(ref_a.shape[1], ref_b.shape[1])
+
+    def fill(x, value):
+        return F.pad(x, (0, 0, 0, L - x.shape[1]) if x.dim() == 3 else (0, L - x.shape[1]), value=value)
+
+    def mask_of(mask, ref):
+        return mask if mask is not None else torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
+
+    def types_of(types, ref):
+        return types if types is not None else torch.zeros(ref.shape[:2], dtype=torch.long, device=ref.device)
+
+    ids = embeds = None
+    if ids_a is not None:
+        ids = torch.cat([fill(ids_a, pad_token_id), fill(ids_b, pad_token_id)])
+    else:
+        embeds = torch.cat([fill(embeds_a, 0.0), fill(embeds_b, 0.0)])
+    mask = torch.cat([fill(mask_of(mask_a, ref_a), 0), fill(mask_of(mask_b, ref_b), 0)])
+    types = torch.cat([fill(types_of(types_a, ref_a), 0), fill(types_of(types_b, ref_b), 0)])
+    return ids, mask, types, embeds
+
+
+def task_loss(spec: TaskSpec, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (with the task's label smoothing) or MSE, after checking the labels fit the task."""
+    if labels.shape[0] != scores.shape[0]:
+        raise ValueError(f"task {spec.name!r}: got {labels.shape[0]} labels for a batch of {scores.shape[0]}")
+    if spec.kind == "classification":
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(
+                f"task {spec.name!r} expects integer class labels in [0, {spec.num_labels}), got dtype {labels.dtype}"
+            )
+        labels = labels.reshape(-1)
+        real = labels[labels != -100]  # -100 marks examples to ignore, as in transformers
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= spec.num_labels):
+            raise ValueError(
+                f"task {spec.name!r} expects class labels in [0, {spec.num_labels}), "
+                f"got values in [{int(real.min())}, {int(real.max())}]"
+            )
+        return F.cross_entropy(scores, labels, label_smoothing=spec.label_smoothing)
+    if not labels.is_floating_point():
+        raise ValueError(
+            f"task {spec.name!r} expects float regression labels, got dtype {labels.dtype}; cast with labels.float()"
+        )
+    labels = labels.reshape(-1).to(scores.dtype)
+    if bool(torch.isnan(labels).any()):
+        raise ValueError(f"task {spec.name!r}: labels contain NaN")
+    if spec.label_range is not None:
+        low, high = spec.label_range
+        if labels.numel() and (float(labels.min()) < low or float(labels.max()) > high):
+            raise ValueError(
+                f"task {spec.name!r} expects labels in [{low:g}, {high:g}], got values in "
+                f"[{float(labels.min()):g}, {float(labels.max()):g}]"
+            )
+    return F.mse_loss(scores.reshape(-1), labels)
+
+
+__all__ = ["MultiTaskBertModel", "MultiTaskBertPreTrainedModel", "MultiTaskBertOutput", "MTBertModel"]
