@@ -14,6 +14,7 @@ Shapes: B batch, L sequence length, H hidden size, nh heads, hs head size (H = n
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
+from transformers.utils.hub import is_offline_mode
 
 from .configuration_mtbert import MultiTaskBertConfig, TaskSpec
 
@@ -354,6 +356,20 @@ class MultiTaskBertPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MTBertEmbeddings", "MTBertLayer"]
     # Old BERT checkpoints saved the position_ids buffer; we compute positions on the fly.
     _keys_to_ignore_on_load_unexpected = [r"position_ids", r"^cls\.", r"^classifier\."]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except OSError as err:
+            name = str(pretrained_model_name_or_path)
+            if is_offline_mode() and not os.path.isdir(name):
+                raise OSError(
+                    f"{name!r} is not a local folder and HF_HUB_OFFLINE is set, so it cannot be downloaded from the "
+                    "Hub (and it is not in the local cache). Pass a local checkpoint folder, or unset HF_HUB_OFFLINE "
+                    "on a machine with network access."
+                ) from err
+            raise
 
     def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
         for module in self.modules():
