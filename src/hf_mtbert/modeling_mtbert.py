@@ -197,9 +197,8 @@ class MTBertEncoder(nn.Module):
         all_attentions = () if output_attentions else None
         for layer in self.layer:
             if self.gradient_checkpointing and self.training:
-                hidden, probs = torch.utils.checkpoint.checkpoint(
-                    layer, hidden, layout, output_attentions, use_reentrant=False
-                )
+                checkpoint = getattr(self, "_gradient_checkpointing_func", None) or _checkpoint
+                hidden, probs = checkpoint(layer.__call__, hidden, layout, output_attentions)
             else:
                 hidden, probs = layer(hidden, layout, output_attentions)
             if output_hidden_states:
@@ -207,6 +206,10 @@ class MTBertEncoder(nn.Module):
             if output_attentions:
                 all_attentions += (probs,)
         return hidden, all_hidden, all_attentions
+
+
+def _checkpoint(fn, *args):
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
 
 
 class MTBertPooler(nn.Module):
@@ -370,11 +373,6 @@ class MultiTaskBertPreTrainedModel(PreTrainedModel):
                     "on a machine with network access."
                 ) from err
             raise
-
-    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
-        for module in self.modules():
-            if isinstance(module, MTBertEncoder):
-                module.gradient_checkpointing = enable
 
 
 class MultiTaskBertModel(MultiTaskBertPreTrainedModel):

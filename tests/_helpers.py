@@ -1,0 +1,24 @@
+"""Shared test inputs (fixtures that are plain values)."""
+
+import torch
+
+REAL_SENTENCES = [
+    "It 's a lovely film with lovely performances by Buy and Accorsi .",
+    "No one goes unindicted here , which is probably for the best .",
+    "ok",
+    "The acting , costumes , music , cinematography and sound are all astounding given the production 's "
+    "austere locales .",
+    "A man is playing a guitar.",
+]
+
+
+def random_batch(batch: int = 4, length: int = 10, vocab: int = 99, seed: int = 0, pad: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    if pad:
+        lengths = torch.randint(2, length, (batch,), generator=g)
+        lengths[0] = length
+        mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+        ids = ids * mask
+    return ids, mask
