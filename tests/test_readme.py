@@ -1,0 +1,32 @@
+"""The README's commands and code blocks are the ones that work."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_two_commands_and_ci_runs_the_test_command():
+    install, test_command = (b.strip() for b in blocks("bash")[:2])
+    assert install.index("pip install torch==2.13.0") < install.index('pip install -e ".[dev]"')
+    assert install.endswith("hf-mtbert demo")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci, "the README's test command must be what .ci/run runs"
+    assert ci.index("pip install torch==2.13.0") < ci.index('pip install -e ".[dev]"')
+
+
+def test_python_examples_run(tmp_path):
+    script = tmp_path / "readme_examples.py"
+    script.write_text("\n\n".join(blocks("python")))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[{'score':" in result.stdout
+    assert "torch.Size([1, 5])" in result.stdout
+    assert "['sst', 'nli', 'sts']" in result.stdout
