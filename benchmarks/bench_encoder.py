@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -88,7 +87,10 @@ def step(model, inputs, train: bool):
 
 
 def measure(models: dict, inputs, train: bool, autocast, repeats: int) -> dict[str, float]:
-    """Median seconds per step for each model, measured interleaved so drift hits both alike."""
+    """Best (minimum) seconds per step for each model, measured interleaved so drift hits both alike.
+
+    The minimum, as timeit advises: on a shared machine noise only ever adds time.
+    """
     for model in models.values():
         model.train(train)
     times = {name: [] for name in models}
@@ -98,7 +100,7 @@ def measure(models: dict, inputs, train: bool, autocast, repeats: int) -> dict[s
                 t = _timed(lambda: step(model, inputs, train))
             if i:  # first round is warm-up
                 times[name].append(t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def main() -> None:

@@ -256,3 +256,31 @@ def test_mismatched_config_raises(tmp_path, model, tiny_config):
     bigger = MultiTaskBertConfig(**{**tiny_config.to_dict(), "hidden_size": 64})
     with pytest.raises(Exception, match="size mismatch|mismatch"):
         MultiTaskBertModel.from_pretrained(tmp_path, config=bigger)
+
+
+def test_fast_dropout_keeps_the_right_fraction_and_scales():
+    from hf_mtbert.modeling_mtbert import MTBertDropout
+
+    torch.manual_seed(0)
+    drop = MTBertDropout(0.25)
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)  # gradient flows through kept units only
+    drop.eval()
+    assert drop(x) is x
+
+
+def test_training_attention_dropout_is_random_and_eval_is_not(tiny_config):
+    config = MultiTaskBertConfig(**{**tiny_config.to_dict(), "attention_probs_dropout_prob": 0.5,
+                                    "hidden_dropout_prob": 0.0})
+    model = MultiTaskBertModel(config)
+    ids, mask = random_batch()
+    model.train()
+    a, b = model.bert(ids, mask).pooler_output, model.bert(ids, mask).pooler_output
+    assert not torch.allclose(a, b)
+    model.eval()
+    torch.testing.assert_close(model.bert(ids, mask).pooler_output, model.bert(ids, mask).pooler_output)

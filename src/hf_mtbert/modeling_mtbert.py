@@ -55,6 +55,21 @@ class TokenLayout:
         return rows if self.indices is None else rows.index_select(0, self.indices)
 
 
+class MTBertDropout(nn.Dropout):
+    """nn.Dropout with a faster CPU path: a uniform draw compared in place, instead of `bernoulli_`.
+
+    On CPU `bernoulli_` took about a quarter of a BERT training step; this mask costs about half as much. Same
+    distribution (each unit kept with probability 1 - p, scaled by 1 / (1 - p)), another random stream.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.p == 1.0:
+            return F.dropout(x, self.p, training=True)
+        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+
+
 class MTBertEmbeddings(nn.Module):
     """Word + position + token-type embeddings, then LayerNorm and dropout."""
 
@@ -64,7 +79,7 @@ class MTBertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MTBertDropout(config.hidden_dropout_prob)
 
     def forward(
         self,
@@ -95,7 +110,7 @@ class MTBertSelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout_prob = config.attention_probs_dropout_prob
+        self.dropout = MTBertDropout(config.attention_probs_dropout_prob)
 
     def forward(
         self, hidden: torch.Tensor, layout: TokenLayout, output_attentions: bool = False
@@ -107,21 +122,23 @@ class MTBertSelfAttention(nn.Module):
         qkv = layout.to_padded(torch.addmm(bias, hidden, weight_t))  # (B, L, 3H)
         B, L = layout.batch_size, layout.seq_len
         q, k, v = qkv.view(B, L, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, L, hs)
-        dropout_p = self.dropout_prob if self.training else 0.0
-        if output_attentions:
-            context, probs = self._eager(q, k, v, layout.attn_mask, dropout_p)
+        dropout_p = self.dropout.p if self.training else 0.0
+        # SDPA on CPU has no fused kernel with dropout (it falls back to the math path), so there the eager path,
+        # with the faster dropout mask, does the same work for less.
+        if output_attentions or (dropout_p > 0 and q.device.type == "cpu"):
+            context, probs = self._eager(q, k, v, layout.attn_mask)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.attn_mask, dropout_p=dropout_p)
             probs = None
         context = context.transpose(1, 2).reshape(B, L, -1)  # (B, L, H)
         return layout.to_rows(context), probs  # (N, H), (B, nh, L, L) or None
 
-    def _eager(self, q, k, v, attn_mask, dropout_p):
+    def _eager(self, q, k, v, attn_mask):
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, L, L)
         if attn_mask is not None:
             scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
         probs = scores.softmax(dim=-1)
-        return F.dropout(probs, p=dropout_p, training=self.training) @ v, probs  # (B, nh, L, hs)
+        return self.dropout(probs) @ v, probs  # (B, nh, L, hs)
 
 
 class MTBertSelfOutput(nn.Module):
@@ -131,7 +148,7 @@ class MTBertSelfOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MTBertDropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
@@ -167,7 +184,7 @@ class MTBertOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MTBertDropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
@@ -322,7 +339,7 @@ class MTBertTaskHead(nn.Module):
         p = spec.dropout
         if p is None:
             p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = MTBertDropout(p)
         in_features = 4 * config.hidden_size if spec.pair_encoding == "bi" else config.hidden_size
         self.classifier = None if spec.combine == "cosine" else nn.Linear(in_features, spec.num_labels)
 
