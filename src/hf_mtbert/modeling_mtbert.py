@@ -142,11 +142,11 @@ class MTBertSelfAttention(nn.Module):
 
 
 class MTBertSelfOutput(nn.Module):
-    """Attention output projection, dropout, residual, LayerNorm."""
+    """Projection back to H, dropout, residual, LayerNorm: after attention (and, as MTBertOutput, after the FFN)."""
 
-    def __init__(self, config: MultiTaskBertConfig):
+    def __init__(self, config: MultiTaskBertConfig, in_features: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = MTBertDropout(config.hidden_dropout_prob)
 
@@ -177,17 +177,11 @@ class MTBertIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden))
 
 
-class MTBertOutput(nn.Module):
-    """Feed-forward contraction back to H, dropout, residual, LayerNorm."""
+class MTBertOutput(MTBertSelfOutput):
+    """Feed-forward contraction intermediate_size -> H, dropout, residual, LayerNorm."""
 
     def __init__(self, config: MultiTaskBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = MTBertDropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        super().__init__(config, in_features=config.intermediate_size)
 
 
 class MTBertLayer(nn.Module):
