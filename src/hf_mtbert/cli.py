@@ -27,9 +27,8 @@ def _cmd_init(args: argparse.Namespace) -> None:
 
 
 def _load(path: str):
+    # No trust_remote_code needed: importing this package (cli lives in it) registered the Auto classes.
     from transformers import AutoModel, AutoTokenizer
-
-    from . import MultiTaskBertModel  # noqa: F401  (registers the Auto classes)
 
     return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
