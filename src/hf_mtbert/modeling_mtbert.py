@@ -256,11 +256,10 @@ class MTBertModel(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> BaseModelOutputWithPooling:
-        shape = self._check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
-        B, L = shape
+        keep = None if attention_mask is None else attention_mask.bool()  # (B, L)
+        B, L = self._check_inputs(input_ids, keep, token_type_ids, inputs_embeds)
         layout = TokenLayout(B, L)
-        if attention_mask is not None and not bool(attention_mask.all()):
-            keep = attention_mask.bool()
+        if keep is not None and not bool(keep.all()):
             layout.attn_mask = keep[:, None, None, :]  # (B, 1, 1, L)
             if self.config.unpad_inputs:
                 layout.indices = keep.flatten().nonzero().squeeze(1)  # (N,)
@@ -276,7 +275,7 @@ class MTBertModel(nn.Module):
             attentions=all_attentions,
         )
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds) -> tuple[int, int]:
+    def _check_inputs(self, input_ids, keep, token_type_ids, inputs_embeds) -> tuple[int, int]:
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -296,12 +295,10 @@ class MTBertModel(nn.Module):
                 f"sequence length {shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}; "
                 f"tokenize with truncation=True, max_length={config.max_position_embeddings}"
             )
-        if attention_mask is not None:
-            if tuple(attention_mask.shape) != shape:
-                raise ValueError(
-                    f"attention_mask shape {tuple(attention_mask.shape)} does not match the input shape {shape}"
-                )
-            if shape[0] and not bool(attention_mask.bool().any(dim=1).all()):
+        if keep is not None:
+            if tuple(keep.shape) != shape:
+                raise ValueError(f"attention_mask shape {tuple(keep.shape)} does not match the input shape {shape}")
+            if shape[0] and not bool(keep.any(dim=1).all()):
                 raise ValueError("attention_mask has a row with no real token; every sequence needs at least one")
         if token_type_ids is not None and token_type_ids.numel():
             if tuple(token_type_ids.shape) != shape:
@@ -516,22 +513,19 @@ def _stack_pair(a: tuple, b: tuple, pad_token_id: int) -> tuple:
         raise ValueError(f"sentence a has batch size {ref_a.shape[0]} but sentence b has {ref_b.shape[0]}")
     L = max(ref_a.shape[1], ref_b.shape[1])
 
-    def fill(x, value):
-        return F.pad(x, (0, 0, 0, L - x.shape[1]) if x.dim() == 3 else (0, L - x.shape[1]), value=value)
+    def stack(x_a, x_b, pad_value, default_value=None):
+        """Right-pad both sides to L along dim 1 and concatenate; a missing side becomes (B, L_side) of default."""
+        sides = []
+        for x, ref in ((x_a, ref_a), (x_b, ref_b)):
+            if x is None:
+                x = torch.full(ref.shape[:2], default_value, dtype=torch.long, device=ref.device)
+            sides.append(F.pad(x, (0, 0, 0, L - x.shape[1]) if x.dim() == 3 else (0, L - x.shape[1]), value=pad_value))
+        return torch.cat(sides)
 
-    def mask_of(mask, ref):
-        return mask if mask is not None else torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
-
-    def types_of(types, ref):
-        return types if types is not None else torch.zeros(ref.shape[:2], dtype=torch.long, device=ref.device)
-
-    ids = embeds = None
-    if ids_a is not None:
-        ids = torch.cat([fill(ids_a, pad_token_id), fill(ids_b, pad_token_id)])
-    else:
-        embeds = torch.cat([fill(embeds_a, 0.0), fill(embeds_b, 0.0)])
-    mask = torch.cat([fill(mask_of(mask_a, ref_a), 0), fill(mask_of(mask_b, ref_b), 0)])
-    types = torch.cat([fill(types_of(types_a, ref_a), 0), fill(types_of(types_b, ref_b), 0)])
+    ids = stack(ids_a, ids_b, pad_token_id) if ids_a is not None else None
+    embeds = stack(embeds_a, embeds_b, 0.0) if ids_a is None else None
+    mask = stack(mask_a, mask_b, 0, default_value=1)
+    types = stack(types_a, types_b, 0, default_value=0)
     return ids, mask, types, embeds
 
 
