@@ -2,6 +2,8 @@
 
 import torch
 
+from hf_mtbert import MultiTaskBertConfig
+
 REAL_SENTENCES = [
     "It 's a lovely film with lovely performances by Buy and Accorsi .",
     "No one goes unindicted here , which is probably for the best .",
@@ -22,3 +24,12 @@ def random_batch(batch: int = 4, length: int = 10, vocab: int = 99, seed: int = 
         mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
         ids = ids * mask
     return ids, mask
+
+
+def with_overrides(config: MultiTaskBertConfig, **changes) -> MultiTaskBertConfig:
+    """A copy of `config` with some fields changed (validated like any new config)."""
+    return MultiTaskBertConfig(**{**config.to_dict(), **changes})
+
+
+def no_dropout(config: MultiTaskBertConfig) -> MultiTaskBertConfig:
+    return with_overrides(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

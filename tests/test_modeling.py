@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import random_batch
+from _helpers import no_dropout, random_batch, with_overrides
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from hf_mtbert import MultiTaskBertConfig, MultiTaskBertModel
@@ -158,7 +158,7 @@ def test_loss_backward_reaches_encoder_and_head(model):
 def test_unpad_gradients_match_padded_path(tiny_config):
     torch.manual_seed(0)
     packed = MultiTaskBertModel(tiny_config).eval()
-    padded = MultiTaskBertModel(MultiTaskBertConfig(**{**tiny_config.to_dict(), "unpad_inputs": False})).eval()
+    padded = MultiTaskBertModel(with_overrides(tiny_config, unpad_inputs=False)).eval()
     padded.load_state_dict(packed.state_dict())
     ids, mask = random_batch(batch=6, length=16, seed=9)
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
@@ -170,8 +170,7 @@ def test_unpad_gradients_match_padded_path(tiny_config):
 
 
 def test_gradient_checkpointing_same_gradients(tiny_config):
-    config = MultiTaskBertConfig(**{**tiny_config.to_dict(), "hidden_dropout_prob": 0.0,
-                                    "attention_probs_dropout_prob": 0.0})
+    config = no_dropout(tiny_config)
     torch.manual_seed(0)
     a = MultiTaskBertModel(config).train()
     b = MultiTaskBertModel(config).train()
@@ -253,7 +252,7 @@ def test_bad_input_shapes_and_values(model):
 
 def test_mismatched_config_raises(tmp_path, model, tiny_config):
     model.save_pretrained(tmp_path)
-    bigger = MultiTaskBertConfig(**{**tiny_config.to_dict(), "hidden_size": 64})
+    bigger = with_overrides(tiny_config, hidden_size=64)
     with pytest.raises(Exception, match="size mismatch|mismatch"):
         MultiTaskBertModel.from_pretrained(tmp_path, config=bigger)
 
@@ -275,8 +274,7 @@ def test_fast_dropout_keeps_the_right_fraction_and_scales():
 
 
 def test_training_attention_dropout_is_random_and_eval_is_not(tiny_config):
-    config = MultiTaskBertConfig(**{**tiny_config.to_dict(), "attention_probs_dropout_prob": 0.5,
-                                    "hidden_dropout_prob": 0.0})
+    config = with_overrides(tiny_config, attention_probs_dropout_prob=0.5, hidden_dropout_prob=0.0)
     model = MultiTaskBertModel(config)
     ids, mask = random_batch()
     model.train()

@@ -1,10 +1,10 @@
 """MultiTaskBertModel works with transformers.Trainer as it is."""
 
 import torch
-from _helpers import random_batch
+from _helpers import no_dropout, random_batch
 from transformers import Trainer, TrainingArguments
 
-from hf_mtbert import MultiTaskBertConfig, MultiTaskBertModel
+from hf_mtbert import MultiTaskBertModel
 
 
 def examples(n=8, seed=0):
@@ -27,10 +27,6 @@ def make_trainer(tmp_path, config, batch_size, accumulation, data, max_steps):
         save_strategy="no", logging_steps=1, use_cpu=True, seed=0, dataloader_drop_last=True,
     )
     return Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
-
-
-def no_dropout(config):
-    return MultiTaskBertConfig(**{**config.to_dict(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
 
 
 def test_trainer_trains_and_loss_falls(tmp_path, tiny_config):
