@@ -1,4 +1,8 @@
-"""`hf-mtbert` command line: build checkpoints and run predictions."""
+"""`hf-mtbert` command line: build checkpoints, train, evaluate and predict.
+
+`train` and `evaluate` take every `MultiTaskTrainingArguments` / `ModelDataArguments` field as an option
+(`--learning_rate 5e-5`), or one JSON/YAML file holding them (`hf-mtbert train run.yaml`).
+"""
 
 from __future__ import annotations
 
@@ -33,10 +37,75 @@ def _load(path: str):
     return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
+# What `hf-mtbert train` uses when nothing is given: a run of about 15 minutes on a 2-core CPU.
+TRAIN_DEFAULTS = {
+    "output_dir": "checkpoints/mtbert-minilm",
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "learning_rate": 1e-4,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "sampling_strategy": "sqrt",
+    "length_bucketing": True,
+    "word_embeddings": "freeze",
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 50,
+    "report_to": "tensorboard",
+}
+
+
+def _parse_run_args(rest: list[str], defaults: dict):
+    """(ModelDataArguments, MultiTaskTrainingArguments) from options or one .json/.yaml file."""
+    from transformers import HfArgumentParser
+
+    from .training import MultiTaskTrainingArguments
+    from .training.run import ModelDataArguments
+
+    parser = HfArgumentParser((ModelDataArguments, MultiTaskTrainingArguments))
+    if len(rest) == 1 and rest[0].endswith((".json", ".yaml", ".yml")):
+        import yaml  # JSON is YAML too
+
+        with open(rest[0], encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+        return parser.parse_dict({**defaults, **values})
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(args=rest)
+
+
+def _cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
+    from .hardware import cpu_info
+    from .training.run import summarize, train
+
+    data_args, train_args = _parse_run_args(rest, TRAIN_DEFAULTS)
+    print(f"training {data_args.tasks} from {data_args.model_name_or_path} on {cpu_info().describe()}; "
+          f"bf16={'on' if train_args.bf16 else 'off'}")
+    metrics = train(data_args, train_args)
+    print(f"\nsaved to {train_args.output_dir}; dev metrics:\n{summarize(metrics)}")
+
+
+def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> None:
+    from .training.run import evaluate, summarize
+
+    defaults = {"output_dir": "evaluation", "report_to": "none", "per_device_eval_batch_size": 128}
+    data_args, eval_args = _parse_run_args(rest, defaults)
+    metrics = evaluate(data_args, eval_args)
+    print(summarize(metrics))
+    print(json.dumps(metrics))
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .inference import predict
+    from .inference import predict, write_cs224n_predictions
 
     model, tokenizer = _load(args.checkpoint)
+    if args.cs224n:
+        for path in write_cs224n_predictions(model, tokenizer, args.output_dir, args.data_dir):
+            print(f"wrote {path}")
+        return
+    if not args.task or not args.text:
+        raise ValueError("give --task and --text (or --cs224n to predict the CS224N dev and test files)")
     texts_b = args.text_b if args.text_b else None
     for text, result in zip(args.text, predict(model, tokenizer, args.task, args.text, texts_b), strict=True):
         print(json.dumps({"text": text, **result}))
@@ -76,9 +145,13 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("predict", help="predict one task for a few texts")
     p.add_argument("checkpoint")
-    p.add_argument("--task", required=True)
-    p.add_argument("--text", nargs="+", required=True)
+    p.add_argument("--task")
+    p.add_argument("--text", nargs="+")
     p.add_argument("--text-b", nargs="+", help="second sentences, for pair tasks")
+    p.add_argument("--cs224n", action="store_true",
+                   help="write predictions for the CS224N dev and *-test-student.csv files in their format")
+    p.add_argument("--output-dir", default="predictions", help="where --cs224n writes its files")
+    p.add_argument("--data-dir", default=None, help="CS224N data folder (default: $HF_MTBERT_DATA_DIR)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="build a checkpoint from MiniLM and print predictions for every task")
@@ -86,9 +159,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--output", default="checkpoints/mtbert-minilm-init")
     p.set_defaults(func=_cmd_demo)
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser("train", help="train the multi-task model (options: MultiTaskTrainingArguments and "
+                       "ModelDataArguments fields, or one JSON/YAML file)", add_help=False)
+    p.set_defaults(func=_cmd_train, takes_rest=True)
+    p = sub.add_parser("evaluate", help="dev metrics of a checkpoint (--model_name_or_path DIR)", add_help=False)
+    p.set_defaults(func=_cmd_evaluate, takes_rest=True)
+
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "takes_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        args.func(args)
+        if getattr(args, "takes_rest", False):
+            args.func(args, rest)
+        else:
+            args.func(args)
     except (ValueError, OSError, ImportError) as err:
         print(f"hf-mtbert {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -50,3 +50,60 @@ def predict(
         else:
             results += [{"score": float(s)} for s in logits.float().reshape(-1)]
     return results
+
+
+# CS224N's submission format: a header "id \t <column>" then "<id> , <prediction>" lines (their spelling).
+CS224N_OUTPUTS = {
+    "sst": ("sst", "Predicted_Sentiment"),
+    "quora": ("para", "Predicted_Is_Paraphrase"),
+    "sts": ("sts", "Predicted_Similiarity"),
+    "cfimdb": ("cfimdb", "Predicted_Sentiment"),
+}
+
+
+def write_cs224n_predictions(
+    model, tokenizer, output_dir, data_dir=None, splits: tuple[str, ...] = ("dev", "test"), batch_size: int = 64
+) -> list[str]:
+    """Predict every CS224N task of `model` on `splits` and write `<task>-<split>-output.csv` files.
+
+    Classification writes the class id, regression the score. Splits the release lacks (quora test) are skipped
+    with a log line. Returns the written paths.
+    """
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .data import CS224N_TASKS, load_cs224n
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [t for t in model.config.task_names if t in CS224N_TASKS]
+    if not tasks:
+        raise ValueError(f"the model's tasks {model.config.task_names} include no CS224N task {list(CS224N_TASKS)}")
+    written = []
+    for task in tasks:
+        spec = model.config.get_task(task)
+        label_id = {name: int(i) for i, name in (spec.id2label or {}).items()}
+        for split in splits:
+            try:
+                data = load_cs224n(task, split, data_dir)
+            except ValueError as err:
+                if "has no" not in str(err):
+                    raise
+                print(f"skipping {task} {split}: {err}")
+                continue
+            a = data["sentence"] if spec.input == "single" else data["sentence1"]
+            b = None if spec.input == "single" else data["sentence2"]
+            results = []
+            for start in tqdm(range(0, len(a), batch_size), desc=f"{task} {split}", leave=False):
+                chunk_b = None if b is None else b[start : start + batch_size]
+                results += predict(model, tokenizer, task, a[start : start + batch_size], chunk_b, batch_size)
+            prefix, column = CS224N_OUTPUTS[task]
+            path = output_dir / f"{prefix}-{split}-output.csv"
+            with path.open("w", encoding="utf-8") as f:
+                f.write(f"id \t {column} \n")
+                for row_id, result in zip(data["id"], results, strict=True):
+                    value = label_id[result["label"]] if "label" in result else round(result["score"], 4)
+                    f.write(f"{row_id} , {value} \n")
+            written.append(str(path))
+    return written

@@ -1,0 +1,165 @@
+"""`MultiTaskTrainingArguments`: the Trainer's arguments plus how tasks are mixed, weighted and batched."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+from transformers.utils import logging
+
+from ..hardware import cpu_info
+from .samplers import EPOCH_SIZES, SAMPLERS
+
+logger = logging.get_logger(__name__)
+
+TASK_WEIGHTINGS = ("static", "loss_magnitude", "uncertainty")
+WORD_EMBEDDINGS = ("train", "freeze")
+BF16_CHOICES = ("auto", "true", "false")
+
+
+def parse_task_values(value: str | dict | None, name: str, cast: type) -> dict[str, Any]:
+    """`{"sst": 32}`, a JSON string of it, or "sst=32,quora=64" -> {"sst": 32, ...}."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{name}={value!r} is not valid JSON: {err}") from None
+        else:
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"{name}={value!r}: write it as 'task=value,task=value' or as a JSON object")
+            value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must map task names to values, got {value!r}")
+    try:
+        return {str(k): cast(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}: every value must be a {cast.__name__}") from None
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for several tasks at once. Per-task values are written `sst=32,quora=64` or as JSON."""
+
+    sampling_strategy: str = field(
+        default="proportional",
+        metadata={"help": "Which task each step trains.", "choices": list(SAMPLERS)},
+    )
+    sampling_temperature: float = field(
+        default=2.0, metadata={"help": "T for sampling_strategy=temperature: p_t ∝ n_t^(1/T)."}
+    )
+    epoch_size: str = field(
+        default="full",
+        metadata={"help": "'full': one pass over every task per epoch; 'truncated': the smallest task's pass "
+                  "times truncation_factor, per task.", "choices": list(EPOCH_SIZES)},
+    )
+    truncation_factor: float = field(default=1.0, metadata={"help": "Epoch length factor for epoch_size=truncated."})
+    sequential_epochs: int = field(
+        default=0, metadata={"help": "Train task after task for this many epochs first, then sampling_strategy."}
+    )
+    task_batch_sizes: str | None = field(
+        default=None, metadata={"help": "Per-task per-device batch sizes (others use per_device_train_batch_size)."}
+    )
+    task_weights: str | None = field(default=None, metadata={"help": "Static per-task loss weights (default 1)."})
+    task_weighting: str = field(
+        default="static",
+        metadata={"help": "'static': task_weights only; 'loss_magnitude': divide each task's loss by a running "
+                  "mean of its own magnitude (times the mean over tasks); 'uncertainty': learned homoscedastic "
+                  "uncertainty weights (Kendall et al., CVPR 2018).", "choices": list(TASK_WEIGHTINGS)},
+    )
+    loss_magnitude_momentum: float = field(
+        default=0.9, metadata={"help": "EMA momentum of the running loss magnitudes (task_weighting=loss_magnitude)."}
+    )
+    label_smoothing: float | None = field(
+        default=None, metadata={"help": "Label smoothing for every classification task (default: each task's own)."}
+    )
+    length_bucketing: bool = field(
+        default=False, metadata={"help": "Batch rows of similar length together (less padding)."}
+    )
+    bucket_size_multiplier: int = field(
+        default=50, metadata={"help": "Rows per length-sorted mega-batch, in global batches."}
+    )
+    word_embeddings: str = field(
+        default="train",
+        metadata={"help": "'freeze' keeps the word embedding table fixed: AdamW then skips its 30522 rows, most "
+                  "of a small model's parameters.", "choices": list(WORD_EMBEDDINGS)},
+    )
+    bf16: str = field(  # type: ignore[assignment]
+        default="auto",
+        metadata={"help": "bf16 autocast: 'auto' turns it on only where bf16 runs in hardware (a GPU with bf16, or "
+                  "a CPU with AMX or AVX512-BF16); elsewhere it is emulated and slower than fp32.",
+                  "choices": list(BF16_CHOICES)},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "The multi-task collator keeps only model inputs itself."}
+    )
+
+    def __post_init__(self):
+        self.bf16 = self._resolve_bf16(self.bf16)
+        if self.sampling_strategy not in SAMPLERS:
+            raise ValueError(f"sampling_strategy={self.sampling_strategy!r}; use one of {list(SAMPLERS)}")
+        if self.epoch_size not in EPOCH_SIZES:
+            raise ValueError(f"epoch_size={self.epoch_size!r}; use one of {list(EPOCH_SIZES)}")
+        if self.task_weighting not in TASK_WEIGHTINGS:
+            raise ValueError(f"task_weighting={self.task_weighting!r}; use one of {list(TASK_WEIGHTINGS)}")
+        if self.word_embeddings not in WORD_EMBEDDINGS:
+            raise ValueError(f"word_embeddings={self.word_embeddings!r}; use one of {list(WORD_EMBEDDINGS)}")
+        if self.sampling_temperature <= 0:
+            raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
+        if self.truncation_factor <= 0:
+            raise ValueError(f"truncation_factor must be > 0, got {self.truncation_factor}")
+        if self.sequential_epochs < 0:
+            raise ValueError(f"sequential_epochs must be >= 0, got {self.sequential_epochs}")
+        if self.sequential_epochs and self.sampling_strategy in ("sequential", "concurrent"):
+            raise ValueError(f"sequential_epochs needs a sampled joint strategy, not {self.sampling_strategy!r}")
+        if not 0.0 <= self.loss_magnitude_momentum < 1.0:
+            raise ValueError(f"loss_magnitude_momentum must be in [0, 1), got {self.loss_magnitude_momentum}")
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.bucket_size_multiplier < 1:
+            raise ValueError(f"bucket_size_multiplier must be >= 1, got {self.bucket_size_multiplier}")
+        self.task_batch_sizes = parse_task_values(self.task_batch_sizes, "task_batch_sizes", int)
+        self.task_weights = parse_task_values(self.task_weights, "task_weights", float)
+        bad = {k: v for k, v in self.task_batch_sizes.items() if v < 1}
+        if bad:
+            raise ValueError(f"task_batch_sizes must be >= 1, got {bad}")
+        bad = {k: v for k, v in self.task_weights.items() if v < 0}
+        if bad:
+            raise ValueError(f"task_weights must be >= 0, got {bad}")
+        super().__post_init__()
+
+    @staticmethod
+    def _resolve_bf16(value: str | bool) -> bool:
+        if isinstance(value, bool):
+            return value
+        choice = str(value).lower()
+        if choice not in BF16_CHOICES:
+            raise ValueError(f"bf16={value!r}; use one of {list(BF16_CHOICES)}")
+        if choice != "auto":
+            return choice == "true"
+        if torch.cuda.is_available():
+            return torch.cuda.is_bf16_supported()
+        info = cpu_info()
+        if not info.native_bf16:
+            logger.info(f"bf16=auto: training in fp32; this CPU ({info.capability}) has no AMX/AVX512-BF16, so "
+                        "bf16 would be emulated and slower")
+        return info.native_bf16
+
+    def batch_sizes_for(self, tasks: list[str]) -> dict[str, int]:
+        unknown = sorted(set(self.task_batch_sizes) - set(tasks))
+        if unknown:
+            raise ValueError(f"task_batch_sizes names unknown tasks {unknown}; the tasks are {tasks}")
+        return {t: self.task_batch_sizes.get(t, self.per_device_train_batch_size) for t in tasks}
+
+    def weights_for(self, tasks: list[str]) -> dict[str, float]:
+        unknown = sorted(set(self.task_weights) - set(tasks))
+        if unknown:
+            raise ValueError(f"task_weights names unknown tasks {unknown}; the tasks are {tasks}")
+        return {t: self.task_weights.get(t, 1.0) for t in tasks}

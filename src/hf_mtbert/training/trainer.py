@@ -1,0 +1,268 @@
+"""`MultiTaskTrainer`: `transformers.Trainer` with task sampling, task loss weighting and per-task evaluation.
+
+It overrides hooks only: the train dataloader (a multi-task batch sampler), `compute_loss` (task weights),
+`evaluate` (one pass per task, task metrics, the CS224N overall score), `log` (per-task losses), and the
+checkpoint save/load hooks (sampler and weighting state travel with every checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
+from transformers.utils import logging
+
+from ..metrics import multitask_metrics, task_metrics
+from .arguments import MultiTaskTrainingArguments
+from .dataset import MultiTaskDataset
+from .samplers import MultiTaskBatchSampler, build_sampler
+from .weighting import LossMagnitudeWeights, UncertaintyWeights
+
+logger = logging.get_logger(__name__)
+
+STATE_FILE = "multitask_state.json"
+UNCERTAINTY_FILE = "multitask_uncertainty.pt"
+OUTPUT_KEYS_NOT_PREDICTIONS = ["embeddings", "hidden_states", "attentions"]
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader whose `set_epoch` reaches the multi-task batch sampler (the Trainer calls it each epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
+class MultiTaskTrainer(Trainer):
+    """Trains one `MultiTaskBertModel` on several tasks.
+
+    Args:
+        train_dataset: `{task: tokenized datasets.Dataset}` (see `hf_mtbert.data.tokenize_dataset`) or a
+            `MultiTaskDataset`.
+        eval_dataset: `{task: tokenized datasets.Dataset}`; `evaluate()` reports `eval_<task>_<metric>` and, with
+            the CS224N tasks, `eval_overall`.
+        data_collator: defaults to `MultiTaskCollator(processing_class)`.
+    """
+
+    def __init__(self, model=None, args: MultiTaskTrainingArguments | None = None, train_dataset=None,
+                 eval_dataset=None, data_collator=None, processing_class=None, **kwargs):
+        if args is None:
+            args = MultiTaskTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, MultiTaskTrainingArguments):
+            raise TypeError(f"MultiTaskTrainer needs MultiTaskTrainingArguments, got {type(args).__name__}")
+        known = model.config.task_names
+        if train_dataset is not None and not isinstance(train_dataset, MultiTaskDataset):
+            train_dataset = MultiTaskDataset(self._check_tasks(train_dataset, known, "train_dataset"))
+        if eval_dataset is not None:
+            eval_dataset = self._check_tasks(eval_dataset, known, "eval_dataset")
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("give processing_class=<the tokenizer> (or a data_collator) to pad batches")
+            from ..data import MultiTaskCollator
+
+            data_collator = MultiTaskCollator(processing_class)
+        if args.label_smoothing is not None:
+            for spec in model.config.tasks:
+                if spec.get("kind") == "classification":
+                    spec["label_smoothing"] = args.label_smoothing
+        if args.word_embeddings == "freeze":
+            model.get_input_embeddings().weight.requires_grad_(False)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=data_collator, processing_class=processing_class, **kwargs)
+        tasks = model.config.task_names
+        self.task_weight = args.weights_for(tasks)
+        self.magnitudes = LossMagnitudeWeights(tasks, self.task_weight, args.loss_magnitude_momentum)
+        self.uncertainty = None
+        if args.task_weighting == "uncertainty":
+            self.uncertainty = UncertaintyWeights({t: model.config.get_task(t).kind for t in tasks}).to(args.device)
+        self._task_loss_sums: dict[str, list[float]] = {t: [0.0, 0] for t in tasks}
+        self._train_sampler: MultiTaskBatchSampler | None = None
+
+    @staticmethod
+    def _check_tasks(datasets: Mapping, known: list[str], what: str) -> dict:
+        if not isinstance(datasets, Mapping):
+            raise TypeError(f"{what} must be a dict {{task name: dataset}}, got {type(datasets).__name__}")
+        unknown = [t for t in datasets if t not in known]
+        if unknown:
+            raise ValueError(f"{what} has tasks {unknown} that the model has no head for; its tasks are {known}")
+        empty = [t for t, d in datasets.items() if len(d) == 0]
+        if empty:
+            raise ValueError(f"{what}: the datasets of tasks {empty} are empty")
+        return dict(datasets)
+
+    # --- data ----------------------------------------------------------------------------------------------------
+    def build_train_sampler(self) -> MultiTaskBatchSampler:
+        args, data = self.args, self.train_dataset
+        lengths = data.lengths() if args.length_bucketing else None
+        if args.length_bucketing and lengths is None:
+            raise ValueError("length_bucketing needs a 'length' column in every task's dataset (tokenize_dataset adds it)")
+        batch_sizes = args.batch_sizes_for(data.names)
+        bucket = None
+        if lengths is not None:
+            bucket = args.bucket_size_multiplier * max(batch_sizes.values()) * args.gradient_accumulation_steps
+        return build_sampler(
+            args.sampling_strategy, data.sizes, batch_sizes,
+            seed=args.seed, gradient_accumulation_steps=args.gradient_accumulation_steps,
+            world_size=args.world_size, rank=args.process_index,
+            epoch_size=args.epoch_size, truncation_factor=args.truncation_factor,
+            num_epochs=max(1, math.ceil(args.num_train_epochs)), temperature=args.sampling_temperature,
+            lengths=lengths, bucket_size=bucket, sequential_epochs=args.sequential_epochs,
+        )
+
+    def get_train_dataloader(self) -> DataLoader:
+        """A DataLoader over the multi-task batch sampler. It is not sharded by accelerate: the sampler already
+        gives each rank its own slice of the same task's batch."""
+        if self.train_dataset is None:
+            raise ValueError("MultiTaskTrainer: training requires a train_dataset")
+        self._train_sampler = self.build_train_sampler()
+        return EpochDataLoader(
+            self.train_dataset,
+            batch_sampler=self._train_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+        )
+
+    # --- loss ----------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "task_batches" in inputs:  # concurrent: one batch of every task, losses summed
+            loss = sum(self._task_loss(model, task, batch)[0] for task, batch in inputs["task_batches"].items())
+            return (loss, None) if return_outputs else loss
+        inputs = dict(inputs)
+        task = inputs.pop("task")
+        loss, outputs = self._task_loss(model, task, inputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _task_loss(self, model, task: str, inputs: dict):
+        outputs = model(task=task, **inputs)
+        loss = outputs.loss
+        if loss is None:
+            raise ValueError(f"the batch of task {task!r} has no labels, so there is no loss to train on")
+        if not model.training:
+            return loss, outputs
+        value = float(self._mean_across_ranks(loss.detach().float()))
+        sums = self._task_loss_sums[task]
+        sums[0] += value
+        sums[1] += 1
+        weighting = self.args.task_weighting
+        if weighting == "uncertainty":
+            loss = self.uncertainty(task, loss) * self.task_weight[task]
+        elif weighting == "loss_magnitude":
+            loss = loss * self.magnitudes.weight(task)
+            self.magnitudes.update(task, value)
+        else:
+            loss = loss * self.task_weight[task]
+        return loss, outputs
+
+    def _mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        if self.args.world_size > 1:
+            return self.accelerator.reduce(value, reduction="mean")
+        return value
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.uncertainty is not None and not any(
+            p is self.uncertainty.log_vars for g in optimizer.param_groups for p in g["params"]
+        ):
+            optimizer.add_param_group({"params": [self.uncertainty.log_vars], "weight_decay": 0.0})
+        return optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # The uncertainty weights live outside the DDP model: average their gradients across ranks ourselves.
+        if (self.uncertainty is not None and self.args.world_size > 1
+                and self.accelerator.gradient_state.sync_gradients and self.uncertainty.log_vars.grad is not None):
+            grad = self.uncertainty.log_vars.grad
+            grad.copy_(self.accelerator.reduce(grad, reduction="mean"))
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add each task's mean loss since the last one
+            for task, (total, count) in self._task_loss_sums.items():
+                if count:
+                    logs[f"loss_{task}"] = round(total / count, 4)
+                self._task_loss_sums[task] = [0.0, 0]
+            if self.args.task_weighting == "uncertainty":
+                for task, s in zip(self.uncertainty.tasks, self.uncertainty.log_vars.tolist(), strict=True):
+                    logs[f"log_var_{task}"] = round(s, 4)
+        super().log(logs, start_time)
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Evaluate every task's dataset: `<prefix>_<task>_loss`, the task's metrics, and the combined scores."""
+        datasets = self.eval_dataset if eval_dataset is None else eval_dataset
+        if datasets is None:
+            raise ValueError("MultiTaskTrainer: evaluation requires an eval_dataset {task: dataset}")
+        datasets = self._check_tasks(datasets, self.model.config.task_names, "eval_dataset")
+        ignore_keys = list(ignore_keys or []) + OUTPUT_KEYS_NOT_PREDICTIONS
+        self._memory_tracker.start()
+        start_time = time.time()
+        metrics: dict[str, float] = {}
+        per_task: dict[str, dict[str, float]] = {}
+        samples = 0
+        for task, dataset in datasets.items():
+            spec = self.model.config.get_task(task)
+            loader = self.get_eval_dataloader(MultiTaskDataset({task: dataset}))
+            output = self.evaluation_loop(loader, description=f"Evaluation {task}", prediction_loss_only=False,
+                                          ignore_keys=ignore_keys, metric_key_prefix=f"{metric_key_prefix}_{task}")
+            samples += output.num_samples
+            metrics.update({k: v for k, v in output.metrics.items() if k.endswith("_loss")})
+            if output.label_ids is not None:
+                logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+                per_task[task] = task_metrics(spec.kind, logits, output.label_ids, spec.num_labels)
+        metrics.update({f"{metric_key_prefix}_{k}": v for k, v in multitask_metrics(per_task).items()})
+        metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=samples))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
+
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        state = {
+            "sampler": None if self._train_sampler is None else self._train_sampler.state_dict(),
+            "loss_magnitude": self.magnitudes.state_dict(),
+        }
+        with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2)
+        if self.uncertainty is not None:
+            torch.save(self.uncertainty.state_dict(), os.path.join(folder, UNCERTAINTY_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{checkpoint} has no {STATE_FILE}: it was not written by MultiTaskTrainer, so the task stream "
+                "cannot be resumed exactly. Start a new run from its weights instead (from_pretrained)."
+            )
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        if state["sampler"] is not None and self._train_sampler is not None:
+            self._train_sampler.check_resumable(state["sampler"])
+        self.magnitudes.load_state_dict(state["loss_magnitude"])
+        if self.uncertainty is not None:
+            self.uncertainty.load_state_dict(torch.load(os.path.join(checkpoint, UNCERTAINTY_FILE)))
+
+
+def per_task_predictions(trainer: MultiTaskTrainer, datasets: Mapping) -> dict[str, np.ndarray]:
+    """Raw logits per task for `{task: tokenized dataset}` (labels not needed), in dataset order."""
+    out = {}
+    for task, dataset in datasets.items():
+        result = trainer.predict(MultiTaskDataset({task: dataset}), ignore_keys=OUTPUT_KEYS_NOT_PREDICTIONS)
+        out[task] = result.predictions[0] if isinstance(result.predictions, tuple) else result.predictions
+    return out

@@ -1,0 +1,38 @@
+"""Run by test_distributed.py under `torchrun`: a few MultiTaskTrainer steps, then each rank saves its weights.
+
+    torchrun --nproc_per_node N ddp_train.py OUT_DIR PER_DEVICE_BATCH
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from _synthetic import task_datasets
+from transformers import AutoTokenizer
+
+from hf_mtbert import MultiTaskBertConfig, MultiTaskBertModel
+from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
+
+out, batch, tokenizer_path = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+config = MultiTaskBertConfig(
+    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    tasks=[{"name": "sst", "num_labels": 5},
+           {"name": "quora", "num_labels": 2, "input": "pair"},
+           {"name": "sts", "kind": "regression", "input": "pair", "pair_encoding": "bi", "combine": "cosine",
+            "pooling": "mean", "label_range": [0, 5]}],
+)
+torch.manual_seed(0)
+model = MultiTaskBertModel(config)
+initial = {k: v.clone() for k, v in model.state_dict().items()}
+args = MultiTaskTrainingArguments(
+    output_dir=str(out), per_device_train_batch_size=batch, max_steps=6, learning_rate=1e-2, optim="sgd",
+    lr_scheduler_type="constant", report_to=[], save_strategy="no", use_cpu=True, seed=0,
+    sampling_strategy="round_robin", disable_tqdm=True, logging_steps=3,
+)
+data = task_datasets(config, {"sst": 40, "quora": 40, "sts": 40})
+trainer = MultiTaskTrainer(model=model, args=args, train_dataset=data,
+                           processing_class=AutoTokenizer.from_pretrained(tokenizer_path))
+trainer.train()
+torch.save(trainer.model.state_dict(), out / f"rank{args.process_index}.pt")
+torch.save(initial, out / "initial.pt")

@@ -1,0 +1,32 @@
+"""Two gloo processes under torchrun train exactly like one process on the same global batch."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+
+
+def run(out: Path, procs: int, batch: int, tokenizer: str) -> None:
+    out.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--standalone",
+           str(HERE / "ddp_train.py"), str(out), str(batch), tokenizer]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_two_processes_match_one(tmp_path, minilm_path):
+    run(tmp_path / "two", 2, 4, minilm_path)
+    run(tmp_path / "one", 1, 8, minilm_path)
+    rank0 = torch.load(tmp_path / "two" / "rank0.pt")
+    rank1 = torch.load(tmp_path / "two" / "rank1.pt")
+    single = torch.load(tmp_path / "one" / "rank0.pt")
+    initial = torch.load(tmp_path / "one" / "initial.pt")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks ended with different weights"
+    for k in single:
+        torch.testing.assert_close(rank0[k], single[k], atol=1e-5, rtol=1e-4)
+    assert any(not torch.equal(single[k], initial[k]) for k in single), "training changed nothing"
