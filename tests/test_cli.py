@@ -35,3 +35,66 @@ def test_predict_pair_task_needs_second_texts(minilm_path, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "c"), "--task", "quora", "--text", "only one side"])
     assert "takes sentence pairs" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(minilm_path, tmp_path_factory):
+    """A two-step `hf-mtbert train` run from a YAML file, on a few real rows of SST and STS."""
+    out = tmp_path_factory.mktemp("train")
+    config = out / "run.yaml"
+    config.write_text(
+        f"model_name_or_path: {minilm_path}\n"
+        f"output_dir: {out / 'model'}\n"
+        "tasks: sst,sts\n"
+        "max_train_samples: 32\n"
+        "max_eval_samples: 24\n"
+        "max_steps: 2\n"
+        "per_device_train_batch_size: 8\n"
+        "report_to: none\n"
+        "save_strategy: 'no'\n"
+        "eval_strategy: 'no'\n"
+        "disable_tqdm: true\n"
+    )
+    main(["train", str(config)])
+    return out / "model"
+
+
+def test_train_from_yaml_saves_a_loadable_model_and_dev_metrics(trained, capsys):
+    from transformers import AutoModel
+
+    results = json.loads((trained / "eval_results.json").read_text())
+    for key in ("eval_sst_accuracy", "eval_sts_pearson", "train_seconds", "machine"):
+        assert key in results, key
+    assert results["train_steps"] == 2
+    model = AutoModel.from_pretrained(str(trained))
+    assert model.config.task_names == ["sst", "sts"]
+
+
+def test_evaluate_a_checkpoint(trained, capsys):
+    capsys.readouterr()
+    main(["evaluate", "--model_name_or_path", str(trained), "--max_eval_samples", "24",
+          "--disable_tqdm", "true"])
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((trained / "eval_results.json").read_text())
+    assert metrics["eval_sst_accuracy"] == pytest.approx(saved["eval_sst_accuracy"])
+    assert metrics["eval_sts_pearson"] == pytest.approx(saved["eval_sts_pearson"], abs=1e-6)
+
+
+def test_predict_writes_cs224n_files(trained, tmp_path, capsys):
+    from hf_mtbert.data import load_cs224n
+
+    main(["predict", str(trained), "--cs224n", "--splits", "test", "--output-dir", str(tmp_path)])
+    lines = (tmp_path / "sst-test-output.csv").read_text().splitlines()
+    assert lines[0] == "id \t Predicted_Sentiment "
+    ids = load_cs224n("sst", "test")["id"]
+    assert len(lines) == len(ids) + 1
+    row_id, value = lines[1].split(" , ")
+    assert row_id == ids[0] and int(value) in range(5)
+    sts = (tmp_path / "sts-test-output.csv").read_text().splitlines()
+    assert sts[0] == "id \t Predicted_Similiarity " and 0.0 <= float(sts[1].split(" , ")[1]) <= 5.0
+
+
+def test_train_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--sampling_strategy", "random", "--max_steps", "1"])
+    assert "sampling_strategy" in capsys.readouterr().err

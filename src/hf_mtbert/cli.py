@@ -40,7 +40,7 @@ def _load(path: str):
 # What `hf-mtbert train` uses when nothing is given: a run of about 15 minutes on a 2-core CPU.
 TRAIN_DEFAULTS = {
     "output_dir": "checkpoints/mtbert-minilm",
-    "num_train_epochs": 3,
+    "num_train_epochs": 2,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 128,
     "learning_rate": 1e-4,
@@ -101,7 +101,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     model, tokenizer = _load(args.checkpoint)
     if args.cs224n:
-        for path in write_cs224n_predictions(model, tokenizer, args.output_dir, args.data_dir):
+        splits = tuple(s.strip() for s in args.splits.split(","))
+        for path in write_cs224n_predictions(model, tokenizer, args.output_dir, args.data_dir, splits):
             print(f"wrote {path}")
         return
     if not args.task or not args.text:
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cs224n", action="store_true",
                    help="write predictions for the CS224N dev and *-test-student.csv files in their format")
     p.add_argument("--output-dir", default="predictions", help="where --cs224n writes its files")
+    p.add_argument("--splits", default="dev,test", help="which CS224N splits --cs224n predicts")
     p.add_argument("--data-dir", default=None, help="CS224N data folder (default: $HF_MTBERT_DATA_DIR)")
     p.set_defaults(func=_cmd_predict)
 

