@@ -82,7 +82,9 @@ class MultiTaskTrainer(Trainer):
         self.uncertainty = None
         if args.task_weighting == "uncertainty":
             self.uncertainty = UncertaintyWeights({t: model.config.get_task(t).kind for t in tasks}).to(args.device)
-        self._task_loss_sums: dict[str, list[float]] = {t: [0.0, 0] for t in tasks}
+        # Per task: sum of its (detached, on-device) step losses and the step count since the last log. Summed on
+        # the device and reduced across ranks only when logging, so a step pays no host sync or collective for it.
+        self._task_loss_sums: dict[str, list] = {t: [0.0, 0] for t in tasks}
         self._train_sampler: MultiTaskBatchSampler | None = None
 
     @staticmethod
@@ -148,14 +150,15 @@ class MultiTaskTrainer(Trainer):
             raise ValueError(f"the batch of task {task!r} has no labels, so there is no loss to train on")
         if not model.training:
             return loss, outputs
-        value = float(self._mean_across_ranks(loss.detach().float()))
         sums = self._task_loss_sums[task]
-        sums[0] += value
+        sums[0] = sums[0] + loss.detach().float()
         sums[1] += 1
         weighting = self.args.task_weighting
         if weighting == "uncertainty":
             loss = self.uncertainty(task, loss) * self.task_weight[task]
         elif weighting == "loss_magnitude":
+            # The weights need this step's loss on the host, the same on every rank.
+            value = float(self._mean_across_ranks(loss.detach().float()))
             loss = loss * self.magnitudes.weight(task)
             self.magnitudes.update(task, value)
         else:
@@ -186,10 +189,12 @@ class MultiTaskTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add each task's mean loss since the last one
-            for task, (total, count) in self._task_loss_sums.items():
-                if count:
-                    logs[f"loss_{task}"] = round(total / count, 4)
-                self._task_loss_sums[task] = [0.0, 0]
+            seen = [t for t, (_, count) in self._task_loss_sums.items() if count]
+            if seen:  # one collective for all tasks; every rank trained the same tasks, so the counts agree
+                means = torch.stack([self._task_loss_sums[t][0] / self._task_loss_sums[t][1] for t in seen])
+                for task, mean in zip(seen, self._mean_across_ranks(means).tolist(), strict=True):
+                    logs[f"loss_{task}"] = round(mean, 4)
+            self._task_loss_sums = {t: [0.0, 0] for t in self._task_loss_sums}
             if self.args.task_weighting == "uncertainty":
                 for task, s in zip(self.uncertainty.tasks, self.uncertainty.log_vars.tolist(), strict=True):
                     logs[f"log_var_{task}"] = round(s, 4)
