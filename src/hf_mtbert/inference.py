@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from .configuration_mtbert import TaskSpec
 
@@ -31,13 +32,17 @@ def tokenize_for_task(
 
 @torch.inference_mode()
 def predict(
-    model, tokenizer, task: str, texts: list[str], texts_b: list[str] | None = None, batch_size: int = 32
+    model, tokenizer, task: str, texts: list[str], texts_b: list[str] | None = None, batch_size: int = 32,
+    desc: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Predictions for `task`: `{"label", "score"}` (class probability) or `{"score"}` (regression)."""
+    """Predictions for `task`: `{"label", "score"}` (class probability) or `{"score"}` (regression).
+
+    With `desc`, a progress bar of that name shows the batches.
+    """
     spec = model.config.get_task(task)
     model.eval()
     results: list[dict[str, Any]] = []
-    for start in range(0, len(texts), batch_size):
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False):
         chunk_b = None if texts_b is None else texts_b[start : start + batch_size]
         inputs = tokenize_for_task(tokenizer, spec, texts[start : start + batch_size], chunk_b)
         logits = model(task=task, **{k: v.to(model.device) for k, v in inputs.items()}).logits
@@ -71,8 +76,6 @@ def write_cs224n_predictions(
     """
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     from .data import CS224N_TASKS, load_cs224n
 
     output_dir = Path(output_dir)
@@ -94,10 +97,7 @@ def write_cs224n_predictions(
                 continue
             a = data["sentence"] if spec.input == "single" else data["sentence1"]
             b = None if spec.input == "single" else data["sentence2"]
-            results = []
-            for start in tqdm(range(0, len(a), batch_size), desc=f"{task} {split}", leave=False):
-                chunk_b = None if b is None else b[start : start + batch_size]
-                results += predict(model, tokenizer, task, a[start : start + batch_size], chunk_b, batch_size)
+            results = predict(model, tokenizer, task, a, b, batch_size, desc=f"{task} {split}")
             prefix, column = CS224N_OUTPUTS[task]
             path = output_dir / f"{prefix}-{split}-output.csv"
             with path.open("w", encoding="utf-8") as f:

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
-from transformers.utils import logging
 
 from ..checkpoint import resolve_model_path
 from ..configuration_mtbert import MultiTaskBertConfig
@@ -16,9 +15,6 @@ from ..hardware import cpu_info
 from ..modeling_mtbert import MultiTaskBertModel
 from .arguments import MultiTaskTrainingArguments, parse_task_values
 from .trainer import MultiTaskTrainer
-
-logger = logging.get_logger(__name__)
-
 
 @dataclass
 class ModelDataArguments:
