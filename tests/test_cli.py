@@ -98,3 +98,25 @@ def test_train_rejects_bad_options(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--sampling_strategy", "random", "--max_steps", "1"])
     assert "sampling_strategy" in capsys.readouterr().err
+
+
+def test_train_help_lists_smart_and_surgery(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--smart", "--smart_bregman_weight", "--grad_surgery", "--grad-surgery", "--cagrad_c"):
+        assert option in text, option
+
+
+def test_train_with_smart_and_pcgrad_from_the_command_line(minilm_path, tmp_path):
+    out = tmp_path / "model"
+    main(["train", "--model_name_or_path", minilm_path, "--output_dir", str(out), "--tasks", "sst,sts",
+          "--max_train_samples", "16", "--max_eval_samples", "8", "--max_steps", "2",
+          "--per_device_train_batch_size", "4", "--sampling-strategy", "concurrent", "--grad-surgery", "pcgrad",
+          "--smart", "--smart-weights", "sst=5,sts=3", "--report_to", "none", "--save_strategy", "no",
+          "--eval_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    logs = [log for log in state["log_history"] if "smart_sst" in log]
+    assert len(logs) == 2
+    assert all(log["smart_sts"] >= 0 and log["surgery_weight_sts"] >= 1.0 for log in logs)

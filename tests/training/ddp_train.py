@@ -1,8 +1,11 @@
 """Run by test_distributed.py under `torchrun`: a few MultiTaskTrainer steps, then each rank saves its weights.
 
-    torchrun --nproc_per_node N ddp_train.py OUT_DIR PER_DEVICE_BATCH
+    torchrun --nproc_per_node N ddp_train.py OUT_DIR PER_DEVICE_BATCH TOKENIZER [GRAD_SURGERY]
+
+With GRAD_SURGERY (pcgrad, cagrad, gradvac) it samples concurrently (one batch per task per step) and applies it.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from hf_mtbert import MultiTaskBertConfig, MultiTaskBertModel
 from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
 
 out, batch, tokenizer_path = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+surgery = sys.argv[4] if len(sys.argv) > 4 else "none"
 config = MultiTaskBertConfig(
     vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
     max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
@@ -28,7 +32,8 @@ initial = {k: v.clone() for k, v in model.state_dict().items()}
 args = MultiTaskTrainingArguments(
     output_dir=str(out), per_device_train_batch_size=batch, max_steps=6, learning_rate=1e-2, optim="sgd",
     lr_scheduler_type="constant", report_to=[], save_strategy="no", use_cpu=True, seed=0,
-    sampling_strategy="round_robin", disable_tqdm=True, logging_steps=3,
+    sampling_strategy="round_robin" if surgery == "none" else "concurrent", grad_surgery=surgery,
+    disable_tqdm=True, logging_steps=1,
 )
 data = task_datasets(config, {"sst": 40, "quora": 40, "sts": 40})
 trainer = MultiTaskTrainer(model=model, args=args, train_dataset=data,
@@ -36,3 +41,4 @@ trainer = MultiTaskTrainer(model=model, args=args, train_dataset=data,
 trainer.train()
 torch.save(trainer.model.state_dict(), out / f"rank{args.process_index}.pt")
 torch.save(initial, out / "initial.pt")
+(out / f"log{args.process_index}.json").write_text(json.dumps(trainer.state.log_history))

@@ -1,27 +1,32 @@
 """Two gloo processes under torchrun train exactly like one process on the same global batch."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 HERE = Path(__file__).parent
 
 
-def run(out: Path, procs: int, batch: int, tokenizer: str) -> None:
+def run(out: Path, procs: int, batch: int, tokenizer: str, *extra: str) -> None:
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--standalone",
-           str(HERE / "ddp_train.py"), str(out), str(batch), tokenizer]
+           str(HERE / "ddp_train.py"), str(out), str(batch), tokenizer, *extra]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_two_processes_match_one(tmp_path, minilm_path):
-    run(tmp_path / "two", 2, 4, minilm_path)
-    run(tmp_path / "one", 1, 8, minilm_path)
+@pytest.mark.parametrize("surgery", [(), ("pcgrad",)], ids=["plain", "pcgrad"])
+def test_two_processes_match_one(tmp_path, minilm_path, surgery):
+    """With PCGrad, each rank's per-task gradients are averaged before projecting: the projection is not linear,
+    so projecting per rank and averaging afterwards (what DDP alone would do) would not match one process."""
+    run(tmp_path / "two", 2, 4, minilm_path, *surgery)
+    run(tmp_path / "one", 1, 8, minilm_path, *surgery)
     rank0 = torch.load(tmp_path / "two" / "rank0.pt")
     rank1 = torch.load(tmp_path / "two" / "rank1.pt")
     single = torch.load(tmp_path / "one" / "rank0.pt")
@@ -30,3 +35,7 @@ def test_two_processes_match_one(tmp_path, minilm_path):
     for k in single:
         torch.testing.assert_close(rank0[k], single[k], atol=1e-5, rtol=1e-4)
     assert any(not torch.equal(single[k], initial[k]) for k in single), "training changed nothing"
+    if surgery:  # the test means something only if PCGrad projected: some task weight is not 1
+        logs = json.loads((tmp_path / "two" / "log0.json").read_text())
+        surgery_weights = [v for log in logs for k, v in log.items() if k.startswith("surgery_weight_")]
+        assert len(surgery_weights) == 18 and any(w != 1.0 for w in surgery_weights)

@@ -4,49 +4,10 @@ import json
 
 import pytest
 import torch
-from _helpers import no_dropout, with_overrides
 from _synthetic import task_datasets
-from transformers import TrainerCallback
+from _trainers import SIZES, StopAt, args, three_tasks, trainer, weights
 
-from hf_mtbert import MultiTaskBertModel
-from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtbert.training.trainer import STATE_FILE
-
-SIZES = {"sst": 48, "quora": 64, "sts": 40}
-
-
-@pytest.fixture
-def tokenizer(minilm_tokenizer):
-    return minilm_tokenizer
-
-
-def args(tmp_path, **overrides):
-    base = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=2e-3, max_steps=12,
-                lr_scheduler_type="linear", report_to=[], save_strategy="no", logging_steps=4, use_cpu=True,
-                seed=0, sampling_strategy="sqrt", per_device_eval_batch_size=16, disable_tqdm=True)
-    return MultiTaskTrainingArguments(**{**base, **overrides})
-
-
-def trainer(tmp_path, config, tokenizer, data=None, eval_data=None, **overrides):
-    torch.manual_seed(0)
-    model = MultiTaskBertModel(config)
-    data = data if data is not None else task_datasets(config, SIZES)
-    return MultiTaskTrainer(model=model, args=args(tmp_path, **overrides), train_dataset=data,
-                            eval_dataset=eval_data, processing_class=tokenizer)
-
-
-def weights(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def three_tasks(config):
-    """The tiny config with only the CS224N-like tasks sst, quora (cross) and sts (bi, cosine)."""
-    return with_overrides(config, tasks=[t for t in config.tasks if t["name"] in SIZES])
-
-
-@pytest.fixture
-def config(tiny_config):
-    return three_tasks(no_dropout(tiny_config))
 
 
 def test_trains_and_logs_per_task_losses(tmp_path, config, tokenizer):
@@ -73,15 +34,6 @@ def test_evaluate_reports_task_metrics_and_overall(tmp_path, config, tokenizer):
     with torch.no_grad():
         preds = model(task="sst", **batch).logits.argmax(-1)
     assert metrics["eval_sst_accuracy"] == pytest.approx((preds == batch["labels"]).float().mean().item())
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.mark.parametrize("strategy", ["sqrt", "concurrent"])

@@ -12,6 +12,8 @@ from transformers.utils import logging
 
 from ..hardware import cpu_info
 from .samplers import EPOCH_SIZES, SAMPLERS
+from .smart import NORMS
+from .surgery import SURGERIES
 
 logger = logging.get_logger(__name__)
 
@@ -100,6 +102,37 @@ class MultiTaskTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "The multi-task collator keeps only model inputs itself."}
     )
+    smart: bool = field(
+        default=False,
+        metadata={"help": "Add SMART's adversarial smoothness regulariser (Jiang et al., ACL 2020) to every task's "
+                  "loss: λ_task · ℓ_s(f(x), f(x + δ)) with δ a worst-case perturbation of the embedding output."},
+    )
+    smart_weights: str | None = field(
+        default=None, metadata={"help": "λ per task, e.g. 'sst=5,quora=3,sts=3' (default 1 for every task)."}
+    )
+    smart_steps: int = field(default=1, metadata={"help": "K: projected ascent steps for δ."})
+    smart_step_size: float = field(default=1e-3, metadata={"help": "η: ascent step length."})
+    smart_epsilon: float = field(default=1e-5, metadata={"help": "ε: radius of the per-token p-norm ball of δ."})
+    smart_noise_std: float = field(default=1e-5, metadata={"help": "σ: std of the initial Gaussian δ."})
+    smart_norm: str = field(default="inf", metadata={"help": "p of the ball and step.", "choices": list(NORMS)})
+    smart_bregman_weight: float = field(
+        default=0.0,
+        metadata={"help": "μ of SMART's Bregman proximal point term against a momentum (EMA) teacher; 0 turns it "
+                  "off, the paper uses 1. Works with or without --smart."},
+    )
+    smart_bregman_momentum: float = field(
+        default=0.999, metadata={"help": "Teacher EMA momentum β after the first 10%% of steps."}
+    )
+    smart_bregman_early_momentum: float = field(
+        default=0.99, metadata={"help": "Teacher EMA momentum β during the first 10%% of steps."}
+    )
+    grad_surgery: str = field(
+        default="none",
+        metadata={"help": "Combine per-task gradients of the shared encoder with PCGrad, CAGrad or GradVac "
+                  "(needs sampling_strategy=concurrent).", "choices": list(SURGERIES)},
+    )
+    cagrad_c: float = field(default=0.4, metadata={"help": "CAGrad's c: how far the update may leave the mean."})
+    gradvac_beta: float = field(default=0.01, metadata={"help": "GradVac's EMA rate for the cosine targets."})
 
     def __post_init__(self):
         self.bf16 = self._resolve_bf16(self.bf16)
@@ -127,6 +160,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.bucket_size_multiplier < 1:
             raise ValueError(f"bucket_size_multiplier must be >= 1, got {self.bucket_size_multiplier}")
+        if self.grad_surgery not in SURGERIES:
+            raise ValueError(f"grad_surgery={self.grad_surgery!r}; use one of {list(SURGERIES)}")
+        if self.grad_surgery != "none" and self.sampling_strategy != "concurrent":
+            raise ValueError(f"grad_surgery={self.grad_surgery!r} combines one gradient per task, so every step must "
+                             f"train every task: use sampling_strategy='concurrent' (got {self.sampling_strategy!r})")
+        if self.smart_norm not in NORMS:
+            raise ValueError(f"smart_norm={self.smart_norm!r}; use one of {list(NORMS)}")
+        if self.smart_bregman_weight < 0:
+            raise ValueError(f"smart_bregman_weight must be >= 0, got {self.smart_bregman_weight}")
+        self.smart_weights = parse_task_values(self.smart_weights, "smart_weights", float)
         self.task_batch_sizes = parse_task_values(self.task_batch_sizes, "task_batch_sizes", int)
         self.task_weights = parse_task_values(self.task_weights, "task_weights", float)
         bad = {k: v for k, v in self.task_batch_sizes.items() if v < 1}
@@ -155,13 +198,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
         return info.native_bf16
 
     def batch_sizes_for(self, tasks: list[str]) -> dict[str, int]:
-        unknown = sorted(set(self.task_batch_sizes) - set(tasks))
-        if unknown:
-            raise ValueError(f"task_batch_sizes names unknown tasks {unknown}; the tasks are {tasks}")
-        return {t: self.task_batch_sizes.get(t, self.per_device_train_batch_size) for t in tasks}
+        return self._per_task(self.task_batch_sizes, "task_batch_sizes", tasks, self.per_device_train_batch_size)
 
     def weights_for(self, tasks: list[str]) -> dict[str, float]:
-        unknown = sorted(set(self.task_weights) - set(tasks))
+        return self._per_task(self.task_weights, "task_weights", tasks, 1.0)
+
+    def smart_weights_for(self, tasks: list[str]) -> dict[str, float]:
+        return self._per_task(self.smart_weights, "smart_weights", tasks, 1.0)
+
+    @staticmethod
+    def _per_task(values: dict, name: str, tasks: list[str], default: float) -> dict[str, float]:
+        unknown = sorted(set(values) - set(tasks))
         if unknown:
-            raise ValueError(f"task_weights names unknown tasks {unknown}; the tasks are {tasks}")
-        return {t: self.task_weights.get(t, 1.0) for t in tasks}
+            raise ValueError(f"{name} names unknown tasks {unknown}; the tasks are {tasks}")
+        return {t: values.get(t, default) for t in tasks}

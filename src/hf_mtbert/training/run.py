@@ -129,6 +129,7 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
     train_seconds = time.time() - start
     metrics = _final_evaluation(trainer)
     trainer.save_model(args.output_dir)
+    trainer.save_state()  # trainer_state.json: the log history (per-task losses, SMART and surgery terms, evals)
     if trainer.is_world_process_zero():
         summary = {
             **{k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))},

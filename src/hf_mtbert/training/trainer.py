@@ -1,12 +1,15 @@
-"""`MultiTaskTrainer`: `transformers.Trainer` with task sampling, task loss weighting and per-task evaluation.
+"""`MultiTaskTrainer`: `transformers.Trainer` with task sampling, task loss weighting, SMART, gradient surgery and
+per-task evaluation.
 
-It overrides hooks only: the train dataloader (a multi-task batch sampler), `compute_loss` (task weights),
-`evaluate` (one pass per task, task metrics, the CS224N overall score), `log` (per-task losses), and the
-checkpoint save/load hooks (sampler and weighting state travel with every checkpoint).
+It overrides hooks only: the train dataloader (a multi-task batch sampler), `compute_loss` (task weights and the
+SMART terms), `training_step` (per-task backward passes and gradient surgery when it is on), `evaluate` (one pass per
+task, task metrics, the CS224N overall score), `log` (per-task losses), and the checkpoint save/load hooks (sampler,
+weighting, surgery and teacher state travel with every checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,7 +19,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer
+import torch.distributed as dist
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 from transformers.utils import logging
 
@@ -24,12 +28,15 @@ from ..metrics import multitask_metrics, task_metrics
 from .arguments import MultiTaskTrainingArguments
 from .dataset import MultiTaskDataset
 from .samplers import MultiTaskBatchSampler, build_sampler
+from .smart import BregmanTeacher, EmbeddingTap, SmartRegularizer, divergence
+from .surgery import GradientSurgery
 from .weighting import LossMagnitudeWeights, UncertaintyWeights
 
 logger = logging.get_logger(__name__)
 
 STATE_FILE = "multitask_state.json"
 UNCERTAINTY_FILE = "multitask_uncertainty.pt"
+TEACHER_FILE = "multitask_bregman_teacher.pt"
 OUTPUT_KEYS_NOT_PREDICTIONS = ["embeddings", "hidden_states", "attentions"]
 
 
@@ -38,6 +45,18 @@ class EpochDataLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
+
+
+class _UpdateBregmanTeacher(TrainerCallback):
+    """Moves SMART's momentum teacher towards the weights after every optimizer step."""
+
+    def __init__(self, trainer: MultiTaskTrainer):
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        teacher = self.trainer.bregman
+        if teacher is not None:
+            teacher.update(self.trainer.model, state.global_step, state.max_steps)
 
 
 class MultiTaskTrainer(Trainer):
@@ -82,9 +101,29 @@ class MultiTaskTrainer(Trainer):
         self.uncertainty = None
         if args.task_weighting == "uncertainty":
             self.uncertainty = UncertaintyWeights({t: model.config.get_task(t).kind for t in tasks}).to(args.device)
-        # Per task: sum of its (detached, on-device) step losses and the step count since the last log. Summed on
-        # the device and reduced across ranks only when logging, so a step pays no host sync or collective for it.
-        self._task_loss_sums: dict[str, list] = {t: [0.0, 0] for t in tasks}
+        self.smart = None
+        if args.smart:
+            self.smart = SmartRegularizer(
+                args.smart_weights_for(tasks), steps=args.smart_steps, step_size=args.smart_step_size,
+                epsilon=args.smart_epsilon, noise_std=args.smart_noise_std, norm=args.smart_norm,
+            )
+            if args.bf16 and args.smart_epsilon < 1e-2:
+                logger.warning(
+                    f"smart_epsilon={args.smart_epsilon:g} is below bf16's resolution (about 4e-3 of a value): "
+                    "a perturbation that small mostly rounds away when the perturbed embeddings are cast to bf16, "
+                    "so the regulariser sees almost nothing. Train in fp32 or raise smart_epsilon."
+                )
+        self.bregman: BregmanTeacher | None = None  # made from the model at the first training step (or resume)
+        if args.smart_bregman_weight > 0:
+            self.add_callback(_UpdateBregmanTeacher(self))
+        self.surgery = None
+        if args.grad_surgery != "none":
+            self.surgery = GradientSurgery(args.grad_surgery, self.model, tasks, seed=args.seed,
+                                           cagrad_c=args.cagrad_c, gradvac_beta=args.gradvac_beta)
+        # Per logged quantity (loss_<task>, smart_<task>, ...): the sum of its detached on-device values and their
+        # count since the last log. Summed on the device and reduced across ranks only when logging, so a step pays
+        # no host sync or collective for it.
+        self._log_sums: dict[str, list] = {}
         self._train_sampler: MultiTaskBatchSampler | None = None
 
     @staticmethod
@@ -144,26 +183,62 @@ class MultiTaskTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _task_loss(self, model, task: str, inputs: dict):
-        outputs = model(task=task, **inputs)
+        """One task's training loss: its task loss plus the SMART terms when they are on, times its task weight."""
+        smart = self.smart if model.training and self.smart is not None and self.smart.weight(task) > 0 else None
+        if smart is None:
+            outputs = model(task=task, **inputs)
+        else:
+            unwrapped = self.accelerator.unwrap_model(model)
+            features = {k: v for k, v in inputs.items() if k != "labels"}
+            kind = unwrapped.config.get_task(task).kind
+            with EmbeddingTap(unwrapped.bert.embeddings) as tap:
+                outputs = model(task=task, **inputs)
+                if outputs.loss is not None:
+                    adversarial = smart(lambda: unwrapped(task=task, **features).logits, tap, kind, outputs.logits)
         loss = outputs.loss
         if loss is None:
             raise ValueError(f"the batch of task {task!r} has no labels, so there is no loss to train on")
         if not model.training:
             return loss, outputs
-        sums = self._task_loss_sums[task]
-        sums[0] = sums[0] + loss.detach().float()
-        sums[1] += 1
+        self._accumulate_log(f"loss_{task}", loss)
+        task_loss = loss
+        if smart is not None:
+            self._accumulate_log(f"smart_{task}", adversarial)
+            loss = loss + smart.weight(task) * adversarial
+        if self.args.smart_bregman_weight > 0:
+            proximal = self._bregman_term(model, task, inputs, outputs.logits)
+            self._accumulate_log(f"bregman_{task}", proximal)
+            loss = loss + self.args.smart_bregman_weight * proximal
         weighting = self.args.task_weighting
         if weighting == "uncertainty":
             loss = self.uncertainty(task, loss) * self.task_weight[task]
         elif weighting == "loss_magnitude":
-            # The weights need this step's loss on the host, the same on every rank.
-            value = float(self._mean_across_ranks(loss.detach().float()))
+            # The weights need this step's task loss on the host, the same on every rank.
+            value = float(self._mean_across_ranks(task_loss.detach().float()))
             loss = loss * self.magnitudes.weight(task)
             self.magnitudes.update(task, value)
         else:
             loss = loss * self.task_weight[task]
         return loss, outputs
+
+    def _bregman_term(self, model, task: str, inputs: dict, logits: torch.Tensor) -> torch.Tensor:
+        """ℓ_s(f(x; θ), f(x; θ̃)) against the momentum teacher θ̃ (SMART's Bregman proximal point term)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self.bregman is None:
+            self.bregman = self._new_teacher()
+        features = {k: v for k, v in inputs.items() if k != "labels"}
+        target = self.bregman.logits(task, features)
+        return divergence(unwrapped.config.get_task(task).kind, logits, target)
+
+    def _new_teacher(self) -> BregmanTeacher:
+        args = self.args
+        return BregmanTeacher(self.model, momentum=args.smart_bregman_momentum,
+                              early_momentum=args.smart_bregman_early_momentum)
+
+    def _accumulate_log(self, key: str, value: torch.Tensor) -> None:
+        sums = self._log_sums.setdefault(key, [0.0, 0])
+        sums[0] = sums[0] + value.detach().float()
+        sums[1] += 1
 
     def _mean_across_ranks(self, value: torch.Tensor) -> torch.Tensor:
         if self.args.world_size > 1:
@@ -179,7 +254,10 @@ class MultiTaskTrainer(Trainer):
         return optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.surgery is None:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        else:
+            loss = self._surgery_step(model, inputs)
         # The uncertainty weights live outside the DDP model: average their gradients across ranks ourselves.
         if (self.uncertainty is not None and self.args.world_size > 1
                 and self.accelerator.gradient_state.sync_gradients and self.uncertainty.log_vars.grad is not None):
@@ -187,14 +265,46 @@ class MultiTaskTrainer(Trainer):
             grad.copy_(self.accelerator.reduce(grad, reduction="mean"))
         return loss
 
+    def _surgery_step(self, model, inputs) -> torch.Tensor:
+        """One micro-batch with gradient surgery: a backward pass per task into that task's gradient buffer (never
+        synchronised by DDP), and on the micro-batch that ends the optimizer step, the buffers averaged across ranks,
+        combined and written to `.grad`. Projecting once per optimizer step keeps gradient accumulation exact."""
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        if "task_batches" not in inputs:
+            raise RuntimeError("gradient surgery needs one batch per task each step (sampling_strategy='concurrent')")
+        total = torch.zeros((), device=self.args.device)
+        no_sync = model.no_sync if hasattr(model, "no_sync") else contextlib.nullcontext
+        with no_sync():
+            for task, batch in inputs["task_batches"].items():
+                self.surgery.select(task)
+                with self.compute_loss_context_manager():
+                    loss = self._task_loss(model, task, batch)[0]
+                loss = loss / self.current_gradient_accumulation_steps
+                self.accelerator.backward(loss)
+                total += loss.detach()
+        if self.accelerator.gradient_state.sync_gradients:
+            reduce = self._average_across_ranks_ if self.args.world_size > 1 else None
+            weights = self.surgery.apply(self.state.global_step, reduce)
+            for task, w in zip(self.surgery.tasks, weights.tolist(), strict=True):
+                self._accumulate_log(f"surgery_weight_{task}", torch.tensor(w))
+        return total
+
+    def _average_across_ranks_(self, tensor: torch.Tensor) -> None:
+        dist.all_reduce(tensor)
+        tensor.div_(self.args.world_size)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:  # a training log: add each task's mean loss since the last one
-            seen = [t for t, (_, count) in self._task_loss_sums.items() if count]
-            if seen:  # one collective for all tasks; every rank trained the same tasks, so the counts agree
-                means = torch.stack([self._task_loss_sums[t][0] / self._task_loss_sums[t][1] for t in seen])
-                for task, mean in zip(seen, self._mean_across_ranks(means).tolist(), strict=True):
-                    logs[f"loss_{task}"] = round(mean, 4)
-            self._task_loss_sums = {t: [0.0, 0] for t in self._task_loss_sums}
+        if "loss" in logs:  # a training log: add each task's mean loss (and SMART/surgery terms) since the last one
+            seen = sorted(k for k, (_, count) in self._log_sums.items() if count)
+            if seen:  # one collective for all; every rank trained the same tasks, so the counts agree
+                means = torch.stack([torch.as_tensor(self._log_sums[k][0] / self._log_sums[k][1]).float().to(
+                    self.args.device) for k in seen])
+                for key, mean in zip(seen, self._mean_across_ranks(means).tolist(), strict=True):
+                    logs[key] = round(mean, 4)
+            self._log_sums = {}
             if self.args.task_weighting == "uncertainty":
                 for task, s in zip(self.uncertainty.tasks, self.uncertainty.log_vars.tolist(), strict=True):
                     logs[f"log_var_{task}"] = round(s, 4)
@@ -239,11 +349,14 @@ class MultiTaskTrainer(Trainer):
         state = {
             "sampler": None if self._train_sampler is None else self._train_sampler.state_dict(),
             "loss_magnitude": self.magnitudes.state_dict(),
+            "surgery": None if self.surgery is None else self.surgery.state_dict(),
         }
         with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as f:
             json.dump(state, f, indent=2)
         if self.uncertainty is not None:
             torch.save(self.uncertainty.state_dict(), os.path.join(folder, UNCERTAINTY_FILE))
+        if self.bregman is not None:
+            torch.save(self.bregman.state_dict(), os.path.join(folder, TEACHER_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -262,6 +375,15 @@ class MultiTaskTrainer(Trainer):
         self.magnitudes.load_state_dict(state["loss_magnitude"])
         if self.uncertainty is not None:
             self.uncertainty.load_state_dict(torch.load(os.path.join(checkpoint, UNCERTAINTY_FILE)))
+        if self.surgery is not None and state.get("surgery") is not None:
+            self.surgery.load_state_dict(state["surgery"])
+        if self.args.smart_bregman_weight > 0:
+            self.bregman = self._new_teacher()
+            teacher = os.path.join(checkpoint, TEACHER_FILE)
+            if os.path.isfile(teacher):
+                self.bregman.load_state_dict(torch.load(teacher, map_location=self.args.device))
+            else:
+                logger.warning(f"{checkpoint} has no {TEACHER_FILE}: the Bregman teacher starts from its weights")
 
 
 def per_task_predictions(trainer: MultiTaskTrainer, datasets: Mapping) -> dict[str, np.ndarray]:
