@@ -10,6 +10,7 @@ from _helpers import random_batch
 from _trainers import StopAt, args, three_tasks, trainer, weights
 
 from hf_mtbert import MultiTaskBertModel
+from hf_mtbert.training.samplers import SAMPLERS
 from hf_mtbert.training.smart import (
     BregmanTeacher,
     EmbeddingTap,
@@ -231,3 +232,25 @@ def test_smart_arguments_are_checked(tmp_path):
         args(tmp_path, smart_bregman_weight=-1)
     with pytest.raises(ValueError, match=r"smart_weights names unknown tasks \['nli'\]"):
         args(tmp_path, smart_weights="nli=1").smart_weights_for(["sst"])
+
+
+@pytest.mark.parametrize("strategy", sorted(SAMPLERS))
+def test_smart_trains_with_every_sampling_strategy(tmp_path, config, tokenizer, strategy):
+    t = trainer(tmp_path, config, tokenizer, max_steps=4, logging_steps=2, sampling_strategy=strategy, smart=True,
+                smart_epsilon=0.01, smart_noise_std=0.01, smart_step_size=0.01, smart_bregman_weight=1.0)
+    before = weights(t.model)
+    t.train()
+    logs = [log for log in t.state.log_history if "loss" in log]
+    terms = [v for log in logs for k, v in log.items() if k.startswith(("smart_", "bregman_"))]
+    assert terms and all(v >= 0 and v == v for v in terms)
+    after = weights(t.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_smart_trains_under_bf16_autocast(tmp_path, config, tokenizer):
+    t = trainer(tmp_path, config, tokenizer, max_steps=2, logging_steps=1, bf16="true", smart=True,
+                smart_epsilon=0.05, smart_noise_std=0.05, smart_step_size=0.05)
+    t.train()
+    logs = [log for log in t.state.log_history if "smart_sst" in log or "smart_quora" in log or "smart_sts" in log]
+    values = [v for log in logs for k, v in log.items() if k.startswith("smart_")]
+    assert values and all(v > 0 and v < float("inf") for v in values)

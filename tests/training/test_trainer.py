@@ -127,5 +127,20 @@ def test_bad_inputs(tmp_path, config, tokenizer):
 def test_bf16_auto_follows_the_cpu(tmp_path):
     from hf_mtbert.hardware import cpu_info
 
-    assert args(tmp_path).bf16 is cpu_info().native_bf16
+    assert args(tmp_path, bf16="auto").bf16 is cpu_info().native_bf16
     assert args(tmp_path, bf16="false").bf16 is False
+
+
+@pytest.mark.parametrize("bf16", ["true", "auto"])
+def test_bf16_on_a_machine_without_accelerator_trains_on_the_cpu(tmp_path, monkeypatch, bf16):
+    """transformers refuses bf16 without a GPU unless use_cpu is set; with no accelerator we set it for the user
+    (else `bf16=auto` on an AMX or AVX512-BF16 CPU would stop every default run)."""
+    from hf_mtbert.hardware import CpuInfo
+    from hf_mtbert.training import MultiTaskTrainingArguments
+
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("hf_mtbert.training.arguments.cpu_info",
+                        lambda: CpuInfo(model="test", capability="AVX512", amx=True, avx512_bf16=True, threads=2))
+    a = MultiTaskTrainingArguments(output_dir=str(tmp_path), bf16=bf16, report_to=[])
+    assert a.bf16 is True and a.use_cpu is True and a.device.type == "cpu"

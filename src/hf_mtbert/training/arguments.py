@@ -136,6 +136,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         self.bf16 = self._resolve_bf16(self.bf16)
+        if self.bf16 and not self.use_cpu and not torch.accelerator.is_available():
+            # bf16 on a machine with no accelerator is CPU autocast; transformers refuses it unless told use_cpu
+            self.use_cpu = True
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
         if self.sampling_strategy not in SAMPLERS:

@@ -121,6 +121,10 @@ class GradientSurgery:
         self.shared = [p for n, p in named if not n.startswith(head_prefix)]
         self.heads = [p for n, p in named if n.startswith(head_prefix)]
         self.numel = sum(p.numel() for p in self.shared)
+        dtypes = {p.dtype for p in self.shared}
+        if len(dtypes) != 1:  # the per-task buffers are one flat tensor that every .grad is a view of
+            raise ValueError(f"gradient surgery needs the shared parameters in one dtype, got {sorted(map(str, dtypes))}")
+        self.dtype = dtypes.pop()
         self.targets = torch.zeros(len(self.tasks), len(self.tasks), dtype=torch.float64)  # GradVac φ̂
         self._buffer: torch.Tensor | None = None  # (T, numel)
         self._views: list[list[torch.Tensor]] = []
@@ -133,15 +137,15 @@ class GradientSurgery:
     @property
     def buffer_bytes(self) -> int:
         """Memory of the per-task buffers plus the combined gradient."""
-        return (len(self.tasks) + 1) * self.numel * 4
+        return (len(self.tasks) + 1) * self.numel * self.dtype.itemsize
 
     def _mark_used(self, param: torch.Tensor) -> None:
         self._used.add(id(param))
 
     def _allocate(self) -> None:
         device = self.shared[0].device
-        self._buffer = torch.zeros(len(self.tasks), self.numel, device=device, dtype=torch.float32)
-        self._combined = torch.zeros(self.numel, device=device, dtype=torch.float32)
+        self._buffer = torch.zeros(len(self.tasks), self.numel, device=device, dtype=self.dtype)
+        self._combined = torch.zeros(self.numel, device=device, dtype=self.dtype)
         self._views = [self._split(row) for row in self._buffer]
         self._combined_views = self._split(self._combined)
 

@@ -303,7 +303,7 @@ class MultiTaskTrainer(Trainer):
                 means = torch.stack([torch.as_tensor(self._log_sums[k][0] / self._log_sums[k][1]).float().to(
                     self.args.device) for k in seen])
                 for key, mean in zip(seen, self._mean_across_ranks(means).tolist(), strict=True):
-                    logs[key] = round(mean, 4)
+                    logs[key] = float(f"{mean:.5g}")  # significant digits: SMART terms can be ~1e-6
             self._log_sums = {}
             if self.args.task_weighting == "uncertainty":
                 for task, s in zip(self.uncertainty.tasks, self.uncertainty.log_vars.tolist(), strict=True):

@@ -1,0 +1,206 @@
+"""Train the three-task model with none / SMART / PCGrad / SMART + PCGrad at the same CPU budget and compare.
+
+Every run starts from the same weights (MiniLM by default), samples the tasks concurrently (one batch of each task
+per step, the batches identical across runs: the sampler is seeded) and uses the same optimizer settings. Only the
+technique differs. "Same budget" means the same training time: a short calibration measures each technique's
+seconds per step on this machine, and each run gets `budget / seconds_per_step` steps (so its learning-rate schedule
+ends on time). A technique that costs more per step therefore takes fewer steps.
+
+During training each run is evaluated on the first `--curve-rows` dev rows of every task a few times (the curves);
+at the end on the full dev sets (the table). Writes, under --results:
+
+    compare_techniques.json   every number, the per-run log history and the machine
+    compare_techniques.md     the results table
+    compare_techniques.png    dev SST accuracy, Quora accuracy and STS Pearson against training minutes
+
+    HF_MTBERT_DATA_DIR=../shared/data/cs224n python scripts/compare_techniques.py --budget-minutes 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from transformers.utils import logging
+
+from hf_mtbert.hardware import cpu_info
+from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
+from hf_mtbert.training.run import ModelDataArguments, load_model, load_split
+
+logging.set_verbosity_error()
+
+TECHNIQUES = {
+    "none": {},
+    "smart": {"smart": True},
+    "pcgrad": {"grad_surgery": "pcgrad"},
+    "smart+pcgrad": {"smart": True, "grad_surgery": "pcgrad"},
+}
+METRICS = {"sst": "eval_sst_accuracy", "quora": "eval_quora_accuracy", "sts": "eval_sts_pearson"}
+
+
+class TrainingClock(TrainerCallback):
+    """Training seconds (evaluation time excluded) at each evaluation and per step; stops a run that overruns."""
+
+    def __init__(self, limit_seconds: float | None = None, warmup_steps: int = 0):
+        self.limit, self.warmup = limit_seconds, warmup_steps
+        self.start = self.warm_start = None
+        self.eval_seconds = 0.0
+        self.points: list[dict] = []
+        self.overran = False
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            self.warm_start = self.training_seconds()
+        if self.limit is not None and self.training_seconds() > self.limit:
+            self.overran = control.should_training_stop = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.eval_seconds += metrics.get("eval_runtime", 0.0)
+        self.points.append({"step": state.global_step, "minutes": self.training_seconds() / 60,
+                            **{k: metrics[k] for k in METRICS.values() if k in metrics}})
+
+
+def make_trainer(data_args, train_data, eval_data, options, steps, args, out) -> MultiTaskTrainer:
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(data_args)
+    eval_steps = max(1, steps // args.curve_points)
+    train_args = MultiTaskTrainingArguments(
+        output_dir=out, max_steps=steps, per_device_train_batch_size=args.batch, per_device_eval_batch_size=128,
+        learning_rate=args.learning_rate, warmup_steps=0.1, weight_decay=0.01, lr_scheduler_type="linear",
+        sampling_strategy="concurrent", length_bucketing=True, word_embeddings="freeze", bf16=args.bf16,
+        eval_strategy="steps" if eval_data is not None else "no", eval_steps=eval_steps, save_strategy="no",
+        logging_steps=max(1, eval_steps // 2), report_to=[], use_cpu=True, seed=args.seed,
+        disable_tqdm=not sys.stderr.isatty(), smart_weights=args.smart_weights, **options)
+    return MultiTaskTrainer(model=model, args=train_args, train_dataset=train_data, eval_dataset=eval_data,
+                            processing_class=tokenizer)
+
+
+def calibrate(data_args, train_data, options, args) -> float:
+    """Seconds per optimizer step of one technique, from a short run (the first steps not counted)."""
+    with tempfile.TemporaryDirectory() as out:
+        trainer = make_trainer(data_args, train_data, None, options, args.calibration_steps + 2, args, out)
+        clock = TrainingClock(warmup_steps=2)
+        trainer.add_callback(clock)
+        trainer.train()
+    return (clock.training_seconds() - clock.warm_start) / args.calibration_steps
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (task, key) in zip(axes, METRICS.items(), strict=True):
+        for name, run in results["runs"].items():
+            points = [p for p in run["curve"] if key in p]
+            line, = ax.plot([p["minutes"] for p in points], [p[key] for p in points], marker="o", ms=3, label=name)
+            ax.plot([run["train_minutes"]], [run["dev"][key]], marker="*", ms=12, color=line.get_color())
+        ax.set_title(f"{task}: {key.removeprefix('eval_').replace('_', ' ')}")
+        ax.set_xlabel("training minutes (evaluation excluded)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"Dev subsets ({results['curve_rows']} rows per task) during training; ★ full dev at the end. "
+                 f"{results['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(results: dict) -> str:
+    lines = ["| technique | steps | s/step | train min | SST acc | Quora acc | STS Pearson | overall |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, run in results["runs"].items():
+        dev = run["dev"]
+        lines.append(f"| {name} | {run['steps']} | {run['seconds_per_step']:.2f} | {run['train_minutes']:.1f} | "
+                     f"{dev['eval_sst_accuracy']:.3f} | {dev['eval_quora_accuracy']:.3f} | "
+                     f"{dev['eval_sts_pearson']:.3f} | {dev.get('eval_overall', float('nan')):.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--data-dir", default=None, help="CS224N data folder (default: $HF_MTBERT_DATA_DIR)")
+    parser.add_argument("--techniques", default=",".join(TECHNIQUES), help=f"from {list(TECHNIQUES)}")
+    parser.add_argument("--budget-minutes", type=float, default=9.0, help="training time per technique")
+    parser.add_argument("--batch", type=int, default=32, help="rows per task batch")
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--smart-weights", default="sst=5,quora=3,sts=3", help="SMART's λ per task")
+    parser.add_argument("--bf16", default="false", choices=["false", "true", "auto"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration-steps", type=int, default=4)
+    parser.add_argument("--curve-points", type=int, default=6, help="evaluations on the dev subsets per run")
+    parser.add_argument("--curve-rows", type=int, default=400, help="dev rows per task for the curves")
+    parser.add_argument("--max-train-samples", type=int, default=None, help="for a quick smoke run")
+    parser.add_argument("--max-eval-samples", type=int, default=None, help="for a quick smoke run")
+    parser.add_argument("--results", default="results", help="folder for the table, JSON and PNG")
+    args = parser.parse_args()
+    names = [t.strip() for t in args.techniques.split(",")]
+    unknown = [t for t in names if t not in TECHNIQUES]
+    if unknown:
+        parser.error(f"unknown techniques {unknown}; choose from {list(TECHNIQUES)}")
+
+    machine = cpu_info().describe()
+    print(f"CPU: {machine}; torch {torch.__version__}; {args.budget_minutes:g} training minutes per technique")
+    data_args = ModelDataArguments(model_name_or_path=args.model, data_dir=args.data_dir, tasks="sst,quora,sts",
+                                   max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
+    model, tokenizer = load_model(data_args)
+    train_data = load_split(data_args, model.config, tokenizer, "train")
+    dev_data = load_split(data_args, model.config, tokenizer, "dev")
+    curve_data = {t: d.select(range(min(args.curve_rows, len(d)))) for t, d in dev_data.items()}
+    del model
+
+    budget = args.budget_minutes * 60
+    results = {"machine": machine, "torch": torch.__version__, "model": args.model, "budget_minutes":
+               args.budget_minutes, "batch_per_task": args.batch, "learning_rate": args.learning_rate,
+               "smart_weights": args.smart_weights, "bf16": args.bf16, "curve_rows": args.curve_rows, "runs": {}}
+    out_dir = Path(args.results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        options = TECHNIQUES[name]
+        per_step = calibrate(data_args, train_data, options, args)
+        steps = max(1, math.floor(budget / per_step))
+        print(f"\n== {name}: {per_step:.2f} s/step -> {steps} steps", flush=True)
+        with tempfile.TemporaryDirectory() as out:
+            trainer = make_trainer(data_args, train_data, curve_data, options, steps, args, out)
+            clock = TrainingClock(limit_seconds=1.15 * budget)
+            trainer.add_callback(clock)
+            trainer.train()
+            train_minutes = clock.training_seconds() / 60
+            dev = trainer.evaluate(eval_dataset=dev_data)
+        results["runs"][name] = {
+            "options": options, "seconds_per_step": per_step, "steps": trainer.state.global_step,
+            "planned_steps": steps, "stopped_at_time_limit": clock.overran, "train_minutes": train_minutes,
+            "dev": {k: v for k, v in dev.items() if k.startswith("eval_") and "runtime" not in k
+                    and "per_second" not in k},
+            "curve": clock.points[:-1],  # the last point is the full-dev evaluation
+            "log_history": trainer.state.log_history,
+        }
+        print(json.dumps({k: round(v, 4) for k, v in results["runs"][name]["dev"].items()}), flush=True)
+        (out_dir / "compare_techniques.json").write_text(json.dumps(results, indent=1))  # keep what has run
+
+    text = table(results)
+    header = (f"Dev results after {args.budget_minutes:g} training minutes per technique on {machine}; MiniLM, "
+              f"concurrent sampling, B={args.batch} per task, lr {args.learning_rate:g}, SMART λ "
+              f"{args.smart_weights}.\n\n")
+    (out_dir / "compare_techniques.md").write_text(header + text + "\n")
+    plot(results, out_dir / "compare_techniques.png")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
