@@ -134,7 +134,7 @@ def test_multitask_metrics():
     (lambda: task_metrics("regression", torch.zeros(0), []), "logits is empty"),
     (lambda: regression_metrics([1.0, float("nan"), 2.0], [1.0, 2.0, 3.0]), r"predictions contain NaN at rows \[1\]"),
     (lambda: task_metrics("regression", np.ones(2), [1.0, float("nan")]), r"labels contain NaN at rows \[1\]"),
-    (lambda: task_metrics("ranking", np.zeros((2, 2)), [0, 1]), "unknown task kind 'ranking'"),
+    (lambda: task_metrics("ranking", np.zeros((2, 2)), [0, 1]), "task kind 'ranking' has no per-row metrics"),
     (lambda: task_metrics("classification", np.zeros(3), [0, 1, 1]), r"\(N, C\), got shape \(3,\)"),
     (lambda: task_metrics("regression", np.zeros((3, 2)), [0.0, 1.0, 2.0]), r"got shape \(3, 2\)"),
     (lambda: classification_metrics([0, 1], [0, 3], num_labels=2), r"in \[0, 2\), got 3"),

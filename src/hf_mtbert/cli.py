@@ -87,12 +87,20 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> None:
-    from .training.run import evaluate, summarize
+    from .training.run import evaluate, evaluate_embeddings, summarize
 
     defaults = {"output_dir": "evaluation", "report_to": "none", "per_device_eval_batch_size": 128}
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--embeddings", action="store_true")
+    flags.add_argument("--pooling", default="mean", choices=["mean", "cls"])
+    extra, rest = flags.parse_known_args(rest)
     data_args, eval_args = _parse_run_args(rest, defaults)
-    metrics = evaluate(data_args, eval_args)
-    print(summarize(metrics))
+    if extra.embeddings:
+        metrics = evaluate_embeddings(data_args, pooling=extra.pooling, batch_size=eval_args.per_device_eval_batch_size)
+        print("\n".join(f"  {k:<20}  {v:.4f}" if isinstance(v, float) else f"  {k:<20}  {v}" for k, v in metrics.items()))
+    else:
+        metrics = evaluate(data_args, eval_args)
+        print(summarize(metrics))
     print(json.dumps(metrics))
 
 
@@ -164,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("train", help="train the multi-task model (options: MultiTaskTrainingArguments and "
                        "ModelDataArguments fields, or one JSON/YAML file)", add_help=False)
     p.set_defaults(func=_cmd_train, takes_rest=True)
-    p = sub.add_parser("evaluate", help="dev metrics of a checkpoint (--model_name_or_path DIR)", add_help=False)
+    p = sub.add_parser("evaluate", help="dev metrics of a checkpoint (--model_name_or_path DIR); with --embeddings "
+                       "[--pooling mean|cls], alignment, uniformity and cosine STS Spearman of its sentence "
+                       "embeddings on the STS dev set", add_help=False)
     p.set_defaults(func=_cmd_evaluate, takes_rest=True)
 
     args, rest = parser.parse_known_args(argv)

@@ -12,7 +12,11 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-TASK_KINDS = ("classification", "regression")
+TASK_KINDS = ("classification", "regression", "contrastive", "mlm")
+# Contrastive objectives: SimCSE on two dropout views of one sentence, SimCSE on (anchor, positive[, hard negative])
+# triplets, and the supervised contrastive loss of Khosla et al. (2020) where rows with the same label are positives.
+CONTRASTIVE_OBJECTIVES = ("unsupervised", "supervised", "label")
+PROJECTIONS = ("mlp", "none")
 TASK_INPUTS = ("single", "pair")
 PAIR_ENCODINGS = ("cross", "bi")
 BI_COMBINES = ("concat", "cosine")
@@ -46,6 +50,13 @@ class TaskSpec:
     # Dropout before the head's linear layer; None falls back to config.classifier_dropout, then
     # config.hidden_dropout_prob.
     dropout: float | None = None
+    # Contrastive tasks only: the objective (see CONTRASTIVE_OBJECTIVES), the softmax temperature τ of the cosine
+    # similarities, and "mlp" for a dense + tanh projection applied only while training (as SimCSE does).
+    objective: str | None = None
+    temperature: float | None = None
+    projection: str | None = None
+    # MLM tasks only: the share of tokens selected for masking (80% [MASK], 10% random, 10% kept).
+    mlm_probability: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -62,19 +73,31 @@ class TaskSpec:
                 )
         else:
             if self.pair_encoding is None:
-                self.pair_encoding = "cross"
+                self.pair_encoding = "bi" if self.kind == "contrastive" else "cross"
             _choice(name, "pair_encoding", self.pair_encoding, PAIR_ENCODINGS)
             if self.pair_encoding == "cross" and self.combine is not None:
                 raise ValueError(f"task '{name}': combine={self.combine!r} needs pair_encoding='bi'")
-            if self.pair_encoding == "bi":
+            if self.pair_encoding == "bi" and self.kind != "contrastive":
                 if self.combine is None:
                     self.combine = "concat"
                 _choice(name, "combine", self.combine, BI_COMBINES)
 
+        contrastive_fields = {"objective": self.objective, "temperature": self.temperature,
+                              "projection": self.projection}
+        if self.kind != "contrastive" and any(v is not None for v in contrastive_fields.values()):
+            given = sorted(k for k, v in contrastive_fields.items() if v is not None)
+            raise ValueError(f"task '{name}': {given} apply to contrastive tasks only; drop them or set "
+                             "kind='contrastive'")
+        if self.kind != "mlm" and self.mlm_probability is not None:
+            raise ValueError(f"task '{name}': mlm_probability applies to kind='mlm' only")
         if self.kind == "classification":
             self._validate_classification()
-        else:
+        elif self.kind == "regression":
             self._validate_regression()
+        elif self.kind == "contrastive":
+            self._validate_contrastive()
+        else:
+            self._validate_mlm()
 
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"task '{name}': dropout={self.dropout} must be in [0, 1)")
@@ -130,6 +153,46 @@ class TaskSpec:
                 f"task '{name}': combine='cosine' scales cos(u, v) to the label range; set label_range, e.g. (0, 5)"
             )
 
+    def _no_labels_or_range(self, why: str) -> None:
+        if self.id2label is not None or self.num_labels is not None:
+            raise ValueError(f"task '{self.name}': {why}; drop num_labels/id2label")
+        if self.label_range is not None or self.label_smoothing:
+            raise ValueError(f"task '{self.name}': label_range/label_smoothing apply to classification and regression")
+
+    def _validate_contrastive(self) -> None:
+        name = self.name
+        self._no_labels_or_range("a contrastive task has no output classes (its labels, if any, only group rows)")
+        if self.objective is None:
+            self.objective = "supervised" if self.input == "pair" else "unsupervised"
+        _choice(name, "objective", self.objective, CONTRASTIVE_OBJECTIVES)
+        if self.objective == "supervised":
+            if self.input != "pair":
+                raise ValueError(f"task '{name}': objective='supervised' trains on (anchor, positive[, hard "
+                                 "negative]) rows; set input='pair'")
+            if self.pair_encoding != "bi" or self.combine is not None:
+                raise ValueError(f"task '{name}': a supervised contrastive task encodes each sentence on its own "
+                                 "(pair_encoding='bi', no combine); drop pair_encoding/combine")
+        elif self.input != "single":
+            raise ValueError(f"task '{name}': objective={self.objective!r} takes one sentence per row; set "
+                             "input='single' (or objective='supervised' for sentence pairs)")
+        if self.temperature is None:
+            self.temperature = 0.05
+        if not self.temperature > 0:
+            raise ValueError(f"task '{name}': temperature={self.temperature} must be > 0 (SimCSE uses 0.05)")
+        self.temperature = float(self.temperature)
+        if self.projection is None:
+            self.projection = "mlp"
+        _choice(name, "projection", self.projection, PROJECTIONS)
+
+    def _validate_mlm(self) -> None:
+        self._no_labels_or_range("an MLM task predicts vocabulary tokens")
+        if self.input != "single":
+            raise ValueError(f"task '{self.name}': an MLM task takes one text per row; set input='single'")
+        if self.mlm_probability is None:
+            self.mlm_probability = 0.15
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"task '{self.name}': mlm_probability={self.mlm_probability} must be in (0, 1)")
+
     @property
     def label2id(self) -> dict[str, int] | None:
         return None if self.id2label is None else {v: k for k, v in self.id2label.items()}
@@ -174,7 +237,8 @@ class MultiTaskBertConfig(PretrainedConfig):
     Args:
         tasks (`list[dict]`, *optional*):
             One dict per task head with the fields of [`TaskSpec`] (`name`, `kind`, `num_labels`, `id2label`,
-            `input`, `pair_encoding`, `combine`, `pooling`, `label_range`, `label_smoothing`, `dropout`).
+            `input`, `pair_encoding`, `combine`, `pooling`, `label_range`, `label_smoothing`, `dropout`, and for
+            `contrastive` tasks `objective`, `temperature`, `projection`, for `mlm` tasks `mlm_probability`).
             Defaults to the CS224N tasks: `sst` (5 classes), `quora` (binary, pair), `sts` (regression 0-5, pair).
         unpad_inputs (`bool`, *optional*, defaults to `True`):
             Run the dense layers on real tokens only when a batch has padding. Hidden states at padded
@@ -221,6 +285,9 @@ class MultiTaskBertConfig(PretrainedConfig):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate task names {duplicates}; every task needs a unique name")
+        mlm = [s.name for s in specs if s.kind == "mlm"]
+        if len(mlm) > 1:
+            raise ValueError(f"tasks {mlm} are all kind='mlm'; the model has one MLM head, so keep one MLM task")
         if not specs:
             raise ValueError("tasks is empty; give at least one task or leave tasks=None for the defaults")
         self.tasks = [s.to_dict() for s in specs]

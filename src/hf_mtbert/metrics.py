@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from .configuration_mtbert import TASK_KINDS
+SCORED_KINDS = ("classification", "regression")  # contrastive and MLM tasks report their loss only
 
 
 def _array(values, name: str) -> np.ndarray:
@@ -82,8 +82,9 @@ def regression_metrics(predictions, labels) -> dict[str, float]:
 
 def task_metrics(kind: str, logits, labels, num_labels: int | None = None) -> dict[str, float]:
     """Metrics of one task from the model's logits: (N, C) class scores or (N,)/(N, 1) regression scores."""
-    if kind not in TASK_KINDS:
-        raise ValueError(f"unknown task kind {kind!r}; use one of {TASK_KINDS}")
+    if kind not in SCORED_KINDS:
+        raise ValueError(f"task kind {kind!r} has no per-row metrics; use one of {SCORED_KINDS} (contrastive and MLM "
+                         "tasks report their loss, and embedding quality through hf_mtbert.embeddings)")
     values = _array(logits, "logits")
     if kind == "classification":
         if values.ndim != 2:

@@ -18,9 +18,11 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
@@ -321,6 +323,125 @@ def pool(output: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None
     raise ValueError(f"pooling={pooling!r} is not supported; use 'cls' or 'mean'")
 
 
+class MTBertPredictionHeadTransform(nn.Module):
+    """dense -> activation -> LayerNorm on token states, as BERT's MLM head does before the vocabulary layer."""
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden)))
+
+
+class MTBertLMPredictionHead(nn.Module):
+    """Token states (..., H) -> vocabulary logits (..., V) through the word-embedding matrix (tied, not copied).
+
+    The names (`transform.*`, `bias`) are those of `BertForMaskedLM.cls.predictions`, so a checkpoint's MLM head
+    loads as it is; its `decoder.weight` is the word-embedding matrix itself and is not stored twice.
+    """
+
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.transform = MTBertPredictionHeadTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(hidden), word_embeddings, self.bias)
+
+
+class MTBertOnlyMLMHead(nn.Module):
+    def __init__(self, config: MultiTaskBertConfig):
+        super().__init__()
+        self.predictions = MTBertLMPredictionHead(config)
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.predictions(hidden, word_embeddings)
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """x in fp32, or as it is when already fp32 or fp64 (a loss must not round a float64 model down)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' rows of x concatenated in rank order (differentiable: each rank's gradient reaches the rank that
+    made the rows), and where this rank's rows start. Without a process group, x itself and 0."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous())), dist.get_rank() * x.shape[0]
+
+
+def _gather_labels(labels: torch.Tensor) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return labels
+    parts = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, labels.contiguous())
+    return torch.cat(parts)
+
+
+def contrastive_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float,
+                     negatives: torch.Tensor | None = None, gather: bool = False) -> torch.Tensor:
+    """InfoNCE over cosine similarities, as SimCSE trains: query i's positive is key i, every other key (and every
+    hard negative) is a negative. (B, H) inputs; computed in fp32.
+
+    With `gather`, keys and negatives of all ranks join the denominator; the mean over this rank's queries, averaged
+    by DDP across ranks, then equals the loss of one process on the whole global batch.
+    """
+    with torch.autocast(queries.device.type, enabled=False):  # logits / τ in fp32 even under bf16 autocast
+        return _contrastive_loss(_wide(queries), _wide(keys), temperature,
+                                 None if negatives is None else _wide(negatives), gather)
+
+
+def _contrastive_loss(queries, keys, temperature, negatives, gather) -> torch.Tensor:
+    q = F.normalize(queries, dim=-1)
+    k = F.normalize(keys, dim=-1)
+    offset = 0
+    if gather:
+        k, offset = _gather_rows(k)
+    scores = [q @ k.T]  # (B, B') cosine similarities
+    if negatives is not None:
+        n = F.normalize(negatives, dim=-1)
+        if gather:
+            n, _ = _gather_rows(n)
+        scores.append(q @ n.T)
+    logits = torch.cat(scores, dim=1) / temperature
+    target = torch.arange(q.shape[0], device=q.device) + offset
+    return F.cross_entropy(logits, target)
+
+
+def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float,
+                                gather: bool = False) -> torch.Tensor:
+    """The supervised contrastive loss of Khosla et al. (2020), L_out: for each anchor, the mean over its positives
+    (other rows with the same label) of -log softmax of their cosine similarity / τ over all other rows. Anchors
+    with no positive in the batch are left out. (N, H) embeddings, (N,) integer labels; computed in fp32."""
+    with torch.autocast(embeddings.device.type, enabled=False):  # similarities / τ in fp32 under bf16 autocast
+        return _supervised_contrastive_loss(_wide(embeddings), labels, temperature, gather)
+
+
+def _supervised_contrastive_loss(embeddings, labels, temperature, gather) -> torch.Tensor:
+    z = F.normalize(embeddings, dim=-1)
+    keys, offset = _gather_rows(z) if gather else (z, 0)
+    key_labels = _gather_labels(labels) if gather else labels
+    sim = z @ keys.T / temperature  # (N, M)
+    rows = torch.arange(z.shape[0], device=z.device)
+    is_self = torch.zeros_like(sim, dtype=torch.bool)
+    is_self[rows, rows + offset] = True
+    sim = sim.masked_fill(is_self, float("-inf"))
+    positive = (labels[:, None] == key_labels[None, :]) & ~is_self
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    count = positive.sum(dim=1)
+    per_anchor = -log_prob.masked_fill(~positive, 0.0).sum(dim=1) / count.clamp(min=1)
+    has_positive = count > 0
+    if not bool(has_positive.any()):  # no two rows share a label: nothing to pull together
+        return sim.masked_fill(is_self, 0.0).sum() * 0.0
+    return per_anchor[has_positive].mean()
+
+
 class MTBertTaskHead(nn.Module):
     """Maps pooled sentence embedding(s) to one task's logits (B, C) or scores (B, 1)."""
 
@@ -332,7 +453,14 @@ class MTBertTaskHead(nn.Module):
             p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = MTBertDropout(p)
         in_features = 4 * config.hidden_size if spec.pair_encoding == "bi" else config.hidden_size
-        self.classifier = None if spec.combine == "cosine" else nn.Linear(in_features, spec.num_labels)
+        has_classifier = spec.kind in ("classification", "regression") and spec.combine != "cosine"
+        self.classifier = nn.Linear(in_features, spec.num_labels) if has_classifier else None
+        # Contrastive tasks: SimCSE's training-only projection (dense + tanh) of the pooled embedding.
+        self.projection = None
+        if spec.kind == "contrastive" and spec.projection == "mlp":
+            self.projection = nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.Tanh())
+        # Set by the trainer under DDP: contrast each rank's queries with every rank's keys (more negatives).
+        self.gather_across_ranks = False
 
     def forward(self, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         """Unclamped head output; u, v: (B, H) embeddings of sentence a and (bi-encoder tasks) sentence b."""
@@ -369,6 +497,11 @@ class MultiTaskBertPreTrainedModel(PreTrainedModel):
     # Old BERT checkpoints saved the position_ids buffer; we compute positions on the fly.
     _keys_to_ignore_on_load_unexpected = [r"position_ids", r"^cls\.", r"^classifier\."]
 
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, MTBertLMPredictionHead):
+            init.zeros_(module.bias)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         try:
@@ -394,6 +527,8 @@ class MultiTaskBertModel(MultiTaskBertPreTrainedModel):
         super().__init__(config)
         self.bert = MTBertModel(config)
         self.heads = nn.ModuleDict({t["name"]: MTBertTaskHead(config, TaskSpec(**t)) for t in config.tasks})
+        # One MLM head, named as in BertForMaskedLM so that a checkpoint's `cls.predictions.*` loads into it.
+        self.cls = MTBertOnlyMLMHead(config) if any(t["kind"] == "mlm" for t in config.tasks) else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -435,6 +570,9 @@ class MultiTaskBertModel(MultiTaskBertPreTrainedModel):
         attention_mask_b: torch.Tensor | None = None,
         token_type_ids_b: torch.Tensor | None = None,
         inputs_embeds_b: torch.Tensor | None = None,
+        input_ids_c: torch.Tensor | None = None,
+        attention_mask_c: torch.Tensor | None = None,
+        token_type_ids_c: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -443,13 +581,36 @@ class MultiTaskBertModel(MultiTaskBertPreTrainedModel):
         r"""
         Run task `task` on a batch. Single-sentence and cross-encoded pair tasks take `input_ids` (a pair already
         joined as `[CLS] a [SEP] b [SEP]`); bi-encoder pair tasks also take `input_ids_b` for sentence b.
-        `labels`: (B,) class ids for classification, (B,) float scores for regression.
+        `labels`: (B,) class ids for classification, (B,) float scores for regression, (B,) group ids for a
+        label-supervised contrastive task, (B, L) token ids with -100 at unmasked positions for MLM.
+
+        Contrastive tasks return the loss without labels (unsupervised: two dropout views of `input_ids` while
+        training; supervised: anchor `input_ids`, positive `input_ids_b`, optional hard negative `input_ids_c`) and
+        `logits` = the pooled embeddings (B, H) of `input_ids`, without the training-only projection. MLM tasks
+        return (N, V) logits of the N masked tokens when `labels` is given, else (B, L, V).
         """
         head = self._head(task)
         spec = head.spec
         output_attentions = bool(output_attentions)
         output_hidden_states = bool(output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        has_c = input_ids_c is not None
+        if has_c and not (spec.kind == "contrastive" and spec.objective == "supervised"):
+            raise ValueError(f"task {spec.name!r}: input_ids_c (a hard negative) is for supervised contrastive tasks")
+        if position_ids is not None and spec.kind in ("contrastive", "mlm"):
+            raise ValueError(f"task {spec.name!r}: position_ids are not supported for {spec.kind} tasks")
+        if spec.kind == "contrastive":
+            out = _contrastive_forward(self, head, (input_ids, attention_mask, token_type_ids, inputs_embeds),
+                                       (input_ids_b, attention_mask_b, token_type_ids_b, inputs_embeds_b),
+                                       (input_ids_c, attention_mask_c, token_type_ids_c, None), labels,
+                                       output_attentions, output_hidden_states)
+            return out if return_dict else out.to_tuple()
+        if spec.kind == "mlm":
+            if input_ids_b is not None or inputs_embeds_b is not None:
+                raise ValueError(f"task {spec.name!r} takes one input sequence; drop input_ids_b")
+            out = _mlm_forward(self, spec, input_ids, attention_mask, token_type_ids, inputs_embeds, labels,
+                               output_attentions, output_hidden_states)
+            return out if return_dict else out.to_tuple()
 
         bi = spec.pair_encoding == "bi"
         has_b = input_ids_b is not None or inputs_embeds_b is not None
@@ -463,9 +624,9 @@ class MultiTaskBertModel(MultiTaskBertPreTrainedModel):
         if bi:
             if position_ids is not None:
                 raise ValueError(f"task {spec.name!r}: position_ids are not supported for bi-encoder tasks")
-            input_ids, attention_mask, token_type_ids, inputs_embeds = _stack_pair(
-                (input_ids, attention_mask, token_type_ids, inputs_embeds),
-                (input_ids_b, attention_mask_b, token_type_ids_b, inputs_embeds_b),
+            input_ids, attention_mask, token_type_ids, inputs_embeds = _stack_sides(
+                [(input_ids, attention_mask, token_type_ids, inputs_embeds),
+                 (input_ids_b, attention_mask_b, token_type_ids_b, inputs_embeds_b)],
                 pad_token_id=self.config.pad_token_id or 0,
             )
         encoded = self.bert(
@@ -501,31 +662,102 @@ class MultiTaskBertModel(MultiTaskBertPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-def _stack_pair(a: tuple, b: tuple, pad_token_id: int) -> tuple:
-    """Stack sentence a and sentence b batches into one (2B, L) batch, padding the shorter one."""
-    ids_a, mask_a, types_a, embeds_a = a
-    ids_b, mask_b, types_b, embeds_b = b
-    if (ids_a is None) != (ids_b is None):
-        raise ValueError("give both sentences as input_ids or both as inputs_embeds")
-    ref_a = ids_a if ids_a is not None else embeds_a
-    ref_b = ids_b if ids_b is not None else embeds_b
-    if ref_a.shape[0] != ref_b.shape[0]:
-        raise ValueError(f"sentence a has batch size {ref_a.shape[0]} but sentence b has {ref_b.shape[0]}")
-    L = max(ref_a.shape[1], ref_b.shape[1])
+def _contrastive_forward(model: MultiTaskBertModel, head: MTBertTaskHead, a: tuple, b: tuple, c: tuple,
+                         labels: torch.Tensor | None, output_attentions: bool,
+                         output_hidden_states: bool) -> MultiTaskBertOutput:
+    spec = head.spec
+    has_b, has_c = b[0] is not None or b[3] is not None, c[0] is not None
+    if spec.objective == "supervised":
+        if not has_b:
+            raise ValueError(f"task {spec.name!r} trains on (anchor, positive) rows; pass the positive as input_ids_b")
+        sides = [a, b, c] if has_c else [a, b]
+    else:
+        if has_b:
+            raise ValueError(f"task {spec.name!r} (objective={spec.objective!r}) takes one sentence per row; drop "
+                             "input_ids_b")
+        sides = [a, a] if model.training else [a]  # two views that differ only in their dropout masks
+    if spec.objective == "label":
+        if labels is None:
+            raise ValueError(f"task {spec.name!r} (objective='label') needs labels: rows with equal labels are "
+                             "positives")
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"task {spec.name!r} expects integer labels, got dtype {labels.dtype}")
+    elif labels is not None:
+        raise ValueError(f"task {spec.name!r} (objective={spec.objective!r}) takes no labels")
+    ids, mask, types, embeds = _stack_sides(sides, pad_token_id=model.config.pad_token_id or 0)
+    encoded = model.bert(ids, mask, types, None, embeds, output_attentions=output_attentions,
+                         output_hidden_states=output_hidden_states)
+    embeddings = pool(encoded, mask, spec.pooling)  # (S*B, H)
+    z = embeddings
+    if model.training and head.projection is not None:
+        z = head.projection(z)
+    views = z.chunk(len(sides))
+    gather = head.gather_across_ranks
+    if spec.objective == "unsupervised":
+        loss = contrastive_loss(views[0], views[-1], spec.temperature, gather=gather)
+    elif spec.objective == "supervised":
+        loss = contrastive_loss(views[0], views[1], spec.temperature, negatives=views[2] if has_c else None,
+                                gather=gather)
+    else:
+        loss = supervised_contrastive_loss(z, labels.reshape(-1).repeat(len(sides)), spec.temperature, gather=gather)
+    return MultiTaskBertOutput(loss=loss, logits=embeddings.chunk(len(sides))[0], embeddings=embeddings,
+                               hidden_states=encoded.hidden_states, attentions=encoded.attentions)
 
-    def stack(x_a, x_b, pad_value, default_value=None):
-        """Right-pad both sides to L along dim 1 and concatenate; a missing side becomes (B, L_side) of default."""
-        sides = []
-        for x, ref in ((x_a, ref_a), (x_b, ref_b)):
+
+def _mlm_forward(model: MultiTaskBertModel, spec: TaskSpec, input_ids, attention_mask, token_type_ids, inputs_embeds,
+                 labels, output_attentions: bool, output_hidden_states: bool) -> MultiTaskBertOutput:
+    encoded = model.bert(input_ids, attention_mask, token_type_ids, None, inputs_embeds,
+                         output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    hidden = encoded.last_hidden_state  # (B, L, H)
+    weight = model.bert.embeddings.word_embeddings.weight
+    loss = None
+    if labels is None:
+        logits = model.cls(hidden, weight)  # (B, L, V)
+    else:
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"task {spec.name!r}: MLM labels must have the input's shape {tuple(hidden.shape[:2])} "
+                             f"(-100 where no token is masked), got {tuple(labels.shape)}")
+        if labels.is_floating_point():
+            raise ValueError(f"task {spec.name!r} expects integer token ids as labels, got dtype {labels.dtype}")
+        masked = labels != -100
+        targets = labels[masked]
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= weight.shape[0]):
+            raise ValueError(f"task {spec.name!r}: label token ids must lie in [0, {weight.shape[0]})")
+        logits = model.cls(hidden[masked], weight)  # (N, V): only the masked tokens are scored
+        if targets.numel():
+            loss = F.cross_entropy(_wide(logits), targets)
+        else:  # no token was masked in this batch: a zero loss that keeps the graph
+            loss = hidden.sum() * 0.0
+    return MultiTaskBertOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
+                               attentions=encoded.attentions)
+
+
+def _stack_sides(sides: list[tuple], pad_token_id: int) -> tuple:
+    """Stack the batches of several sentences (a, b, ...; each (ids, mask, types, embeds)) into one (S*B, L) batch,
+    right-padding each to the longest."""
+    with_ids = {ids is not None for ids, *_ in sides}
+    if len(with_ids) > 1:
+        raise ValueError("give every sentence as input_ids or every sentence as inputs_embeds")
+    refs = [ids if ids is not None else embeds for ids, _, _, embeds in sides]
+    sizes = [ref.shape[0] for ref in refs]
+    if len(set(sizes)) > 1:
+        raise ValueError(f"the sentences of a row have different batch sizes {sizes}; give one of each per row")
+    L = max(ref.shape[1] for ref in refs)
+
+    def stack(column: int, pad_value, default_value=None):
+        """Right-pad every side to L along dim 1 and concatenate; a missing side becomes (B, L_side) of default."""
+        parts = []
+        for side, ref in zip(sides, refs, strict=True):
+            x = side[column]
             if x is None:
                 x = torch.full(ref.shape[:2], default_value, dtype=torch.long, device=ref.device)
-            sides.append(F.pad(x, (0, 0, 0, L - x.shape[1]) if x.dim() == 3 else (0, L - x.shape[1]), value=pad_value))
-        return torch.cat(sides)
+            parts.append(F.pad(x, (0, 0, 0, L - x.shape[1]) if x.dim() == 3 else (0, L - x.shape[1]), value=pad_value))
+        return torch.cat(parts)
 
-    ids = stack(ids_a, ids_b, pad_token_id) if ids_a is not None else None
-    embeds = stack(embeds_a, embeds_b, 0.0) if ids_a is None else None
-    mask = stack(mask_a, mask_b, 0, default_value=1)
-    types = stack(types_a, types_b, 0, default_value=0)
+    ids = stack(0, pad_token_id) if True in with_ids else None
+    embeds = stack(3, 0.0) if ids is None else None
+    mask = stack(1, 0, default_value=1)
+    types = stack(2, 0, default_value=0)
     return ids, mask, types, embeds
 
 
@@ -563,4 +795,11 @@ def task_loss(spec: TaskSpec, scores: torch.Tensor, labels: torch.Tensor) -> tor
     return F.mse_loss(scores.reshape(-1), labels)
 
 
-__all__ = ["MultiTaskBertModel", "MultiTaskBertPreTrainedModel", "MultiTaskBertOutput", "MTBertModel"]
+__all__ = [
+    "MultiTaskBertModel",
+    "MultiTaskBertOutput",
+    "MultiTaskBertPreTrainedModel",
+    "MTBertModel",
+    "contrastive_loss",
+    "supervised_contrastive_loss",
+]

@@ -58,9 +58,9 @@ _CS224N_FILES: dict[str, dict[str, Any]] = {
     },
 }
 CS224N_TASKS = tuple(_CS224N_FILES)
-CANONICAL_COLUMNS = ("id", "sentence", "sentence1", "sentence2", "label")
+CANONICAL_COLUMNS = ("id", "sentence", "sentence1", "sentence2", "hard_negative", "label")
 _SOURCE_KEYS = ("path", "columns", "delimiter", "split")
-_READERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_READERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
 def resolve_data_dir(path: str | os.PathLike | None = None) -> Path:
@@ -163,7 +163,8 @@ def _canonicalize(
     features = {}
     if "id" in dataset.column_names:
         features["id"] = Value("string")
-    features.update({c: Value("string") for c in _text_columns(spec)})
+    canonical_text = _text_columns(spec) + (("hard_negative",) if len(text_columns) == 3 else ())
+    features.update({c: Value("string") for c in canonical_text})
     if label_column is not None:
         features["label"] = label_feature(spec)
     return dataset.map(
@@ -198,7 +199,8 @@ def _canonical_batch(
     out: dict[str, list] = {}
     if ids is not None:
         out["id"] = [None if v is None else str(v) for v in ids]
-    for column, canonical in zip(text_columns, _text_columns(spec), strict=True):
+    canonical_text = _text_columns(spec) + (("hard_negative",) if len(text_columns) == 3 else ())
+    for column, canonical in zip(text_columns, canonical_text, strict=True):
         texts = [None if v is None else str(v).strip() for v in batch[column]]
         for row, text, raw in zip(where, texts, batch[column], strict=True):
             if not text:
@@ -214,15 +216,30 @@ def _text_columns(spec: TaskSpec) -> tuple[str, ...]:
     return ("sentence",) if spec.input == "single" else ("sentence1", "sentence2")
 
 
+def takes_labels(spec: TaskSpec) -> bool:
+    """Whether a task trains on labels: not MLM, unsupervised SimCSE or (anchor, positive) contrastive rows."""
+    return spec.kind in ("classification", "regression") or spec.objective == "label"
+
+
 def label_feature(spec: TaskSpec) -> ClassLabel | Value:
-    """The `datasets` feature of a task's labels: `ClassLabel` with the spec's names, or float32 scores."""
+    """The `datasets` feature of a task's labels: `ClassLabel` with the spec's names, float32 scores, or int64
+    group ids for a label-supervised contrastive task."""
     if spec.kind == "classification":
         return ClassLabel(names=[spec.id2label[i] for i in range(spec.num_labels)])
+    if spec.kind == "contrastive":
+        return Value("int64")
     return Value("float32")
 
 
 def _parse_label(value: Any, spec: TaskSpec, where: str) -> int | float:
-    """A class id (from an id, an integral float or a class name) or a score inside the spec's label range."""
+    """A class id (from an id, an integral float or a class name), a score inside the spec's label range, or an
+    integer group id (label-supervised contrastive tasks)."""
+    if spec.kind == "contrastive":
+        number = _as_float(value)
+        if number is None or not number.is_integer():
+            raise ValueError(f"{where}: label {value!r} of contrastive task '{spec.name}' is not an integer group id "
+                             "(rows with equal labels are positives)")
+        return int(number)
     if spec.kind == "classification":
         label2id = spec.label2id
         if isinstance(value, str) and value.strip() in label2id:
@@ -267,11 +284,22 @@ def load_task_data(source: str | os.PathLike | dict[str, Any], spec: TaskSpec, s
     options = _parse_source(source, split)
     path, columns = options["path"], options["columns"]
     dataset = _read_user_file(path, options["split"], options["delimiter"])
+    if _READERS.get(path.suffix.lower()) == "text":  # one text per line: the line is the sentence
+        columns = {"sentence": "text", **columns}
+        blank = sum(not line.strip() for line in dataset["text"])
+        if blank:
+            logger.info(f"{path}: skipped {blank} blank lines")
+            dataset = dataset.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
     if len(dataset) == 0:
         raise ValueError(f"{path}: no rows in split {options['split']!r}; task '{spec.name}' needs data")
 
+    text_columns = _text_columns(spec)
+    if spec.objective == "supervised" and columns.get("hard_negative", "hard_negative") in dataset.column_names:
+        text_columns = (*text_columns, "hard_negative")
+    elif "hard_negative" in columns:
+        raise ValueError(f"{path}: columns maps 'hard_negative', which only supervised contrastive tasks use")
     renames = {}
-    for canonical in _text_columns(spec):
+    for canonical in text_columns:
         theirs = columns.get(canonical, canonical)
         if theirs not in dataset.column_names:
             raise ValueError(
@@ -280,7 +308,7 @@ def load_task_data(source: str | os.PathLike | dict[str, Any], spec: TaskSpec, s
                 f"{{'{canonical}': '<your column>', ...}}}}"
             )
         renames[theirs] = canonical
-    for optional in ("id", "label"):
+    for optional in ("id", "label") if takes_labels(spec) else ("id",):
         theirs = columns.get(optional, optional)
         if theirs in dataset.column_names:
             renames[theirs] = optional
@@ -289,7 +317,7 @@ def load_task_data(source: str | os.PathLike | dict[str, Any], spec: TaskSpec, s
                 f"{path}: columns maps {optional!r} to {theirs!r}, but the file has columns {dataset.column_names}; "
                 f"fix the '{optional}' entry of columns"
             )
-    if "label" not in renames.values() and options["split"] == "train":
+    if "label" not in renames.values() and options["split"] == "train" and takes_labels(spec):
         logger.warning(
             f"{path}: no 'label' column among {dataset.column_names}; loaded task '{spec.name}' without labels "
             "(map yours with columns={'label': '<your column>'})"
@@ -298,7 +326,7 @@ def load_task_data(source: str | os.PathLike | dict[str, Any], spec: TaskSpec, s
     if "id" in dataset.column_names and dataset.features["id"] != Value("string"):
         dataset = dataset.cast_column("id", Value("string"))
     label_column = "label" if "label" in dataset.column_names else None
-    return _canonicalize(dataset, spec, source=str(path), text_columns=_text_columns(spec), label_column=label_column)
+    return _canonicalize(dataset, spec, source=str(path), text_columns=text_columns, label_column=label_column)
 
 
 def _parse_source(source: str | os.PathLike | dict[str, Any], split: str) -> dict[str, Any]:
@@ -360,6 +388,8 @@ def tokenize_dataset(
     and `length` (tokens; the longer side for bi-encoded pairs) for length bucketing.
     """
     text_columns = list(_text_columns(spec))
+    if spec.objective == "supervised" and "hard_negative" in dataset.column_names:
+        text_columns.append("hard_negative")
     missing = [c for c in text_columns if c not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -395,9 +425,11 @@ def _tokenize_batch(
         out = encode(*(batch[c] for c in text_columns))
         out["length"] = [len(ids) for ids in out["input_ids"]]
         return out
-    a, b = encode(batch[text_columns[0]]), encode(batch[text_columns[1]])
-    out = {**a, **{f"{k}_b": v for k, v in b.items()}}
-    out["length"] = [max(len(x), len(y)) for x, y in zip(a["input_ids"], b["input_ids"], strict=True)]
+    sides = [encode(batch[column]) for column in text_columns]  # a, b and, for triplets, the hard negative c
+    out = {}
+    for suffix, side in zip(("", "_b", "_c"), sides):
+        out.update({f"{k}{suffix}": v for k, v in side.items()})
+    out["length"] = [max(map(len, ids)) for ids in zip(*(side["input_ids"] for side in sides), strict=True)]
     return out
 
 
@@ -449,5 +481,6 @@ __all__ = [
     "load_cs224n_tasks",
     "load_task_data",
     "resolve_data_dir",
+    "takes_labels",
     "tokenize_dataset",
 ]

@@ -131,6 +131,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "Combine per-task gradients of the shared encoder with PCGrad, CAGrad or GradVac "
                   "(needs sampling_strategy=concurrent).", "choices": list(SURGERIES)},
     )
+    contrastive_gather: bool = field(
+        default=False,
+        metadata={"help": "Under DDP, contrast each rank's contrastive queries with the keys of every rank (world "
+                  "size times the in-batch negatives; the loss then equals one process on the global batch)."},
+    )
     cagrad_c: float = field(default=0.4, metadata={"help": "CAGrad's c: how far the update may leave the mean."})
     gradvac_beta: float = field(default=0.01, metadata={"help": "GradVac's EMA rate for the cosine targets."})
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
+from transformers.utils import logging
 
 from ..checkpoint import resolve_model_path
 from ..configuration_mtbert import MultiTaskBertConfig
@@ -15,6 +16,8 @@ from ..hardware import cpu_info
 from ..modeling_mtbert import MultiTaskBertModel
 from .arguments import MultiTaskTrainingArguments, parse_task_values
 from .trainer import MultiTaskTrainer
+
+logger = logging.get_logger(__name__)
 
 @dataclass
 class ModelDataArguments:
@@ -100,6 +103,9 @@ def load_split(data_args: ModelDataArguments, config, tokenizer, split: str) -> 
             raw = load_task_data(files[name], spec, split="train" if split == "train" else "validation")
         elif name in CS224N_TASKS:
             raw = load_cs224n(name, split, data_args.data_dir)
+        elif split == "dev" and spec.kind in ("contrastive", "mlm"):
+            logger.info(f"task {name!r} has no dev data (--eval_files): it is trained but not evaluated")
+            continue
         else:
             raise ValueError(f"task {name!r} has no {split} data: give it in --{split}_files")
         if limit is not None:
@@ -113,7 +119,7 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
     model, tokenizer = load_model(data_args)
     train_data = load_split(data_args, model.config, tokenizer, "train")
     dev_data = load_split(data_args, model.config, tokenizer, "dev")
-    trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=dev_data,
+    trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=dev_data or None,
                                processing_class=tokenizer)
     start = time.time()
     last = None
@@ -127,7 +133,7 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
         last = args.resume_from_checkpoint
     result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.time() - start
-    metrics = _final_evaluation(trainer)
+    metrics = _final_evaluation(trainer) if dev_data else {}
     trainer.save_model(args.output_dir)
     trainer.save_state()  # trainer_state.json: the log history (per-task losses, SMART and surgery terms, evals)
     if trainer.is_world_process_zero():
@@ -159,6 +165,24 @@ def evaluate(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) ->
     return trainer.evaluate()
 
 
+def evaluate_embeddings(data_args: ModelDataArguments, pooling: str = "mean", batch_size: int = 64) -> dict:
+    """Embedding quality (see `hf_mtbert.embeddings`) of any BERT or multi-task checkpoint on the CS224N STS dev
+    set, or on the `sts` entry of --eval_files."""
+    from ..embeddings import embedding_quality
+
+    path = resolve_model_path(data_args.model_name_or_path)
+    model = MultiTaskBertModel.from_pretrained(path, config=MultiTaskBertConfig.from_pretrained(path))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    files = parse_task_values(data_args.eval_files, "eval_files", lambda v: v)
+    spec = cs224n_task_spec("sts")
+    dev = load_task_data(files["sts"], spec, "validation") if "sts" in files else load_cs224n("sts", "dev",
+                                                                                               data_args.data_dir)
+    if data_args.max_eval_samples is not None:
+        dev = dev.select(range(min(data_args.max_eval_samples, len(dev))))
+    return embedding_quality(model, tokenizer, dev["sentence1"], dev["sentence2"], dev["label"], pooling=pooling,
+                             batch_size=batch_size)
+
+
 def summarize(metrics: dict[str, float]) -> str:
     """The per-task dev numbers a person wants to see at the end of a run."""
     keys = [k for k in metrics if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "_loss"))]
@@ -166,4 +190,4 @@ def summarize(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {k:<{width}}  {metrics[k]:.4f}" for k in keys)
 
 
-__all__ = ["ModelDataArguments", "evaluate", "load_model", "load_split", "summarize", "train"]
+__all__ = ["ModelDataArguments", "evaluate", "evaluate_embeddings", "load_model", "load_split", "summarize", "train"]

@@ -108,7 +108,7 @@ class GradientSurgery:
     """
 
     def __init__(self, method: str, model: nn.Module, tasks: Sequence[str], seed: int = 0, cagrad_c: float = 0.4,
-                 gradvac_beta: float = 0.01, head_prefix: str = "heads."):
+                 gradvac_beta: float = 0.01, head_prefix: tuple[str, ...] = ("heads.", "cls.")):
         if method not in SURGERIES or method == "none":
             raise ValueError(f"grad_surgery={method!r}; use one of {list(SURGERIES[1:])}")
         if cagrad_c < 0:

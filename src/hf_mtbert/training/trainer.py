@@ -86,7 +86,8 @@ class MultiTaskTrainer(Trainer):
                 raise ValueError("give processing_class=<the tokenizer> (or a data_collator) to pad batches")
             from ..data import MultiTaskCollator
 
-            data_collator = MultiTaskCollator(processing_class)
+            mlm = {t["name"]: t["mlm_probability"] for t in model.config.tasks if t["kind"] == "mlm"}
+            data_collator = MultiTaskCollator(processing_class, mlm_probability=mlm)
         if args.label_smoothing is not None:
             for spec in model.config.tasks:
                 if spec.get("kind") == "classification":
@@ -101,10 +102,20 @@ class MultiTaskTrainer(Trainer):
         self.uncertainty = None
         if args.task_weighting == "uncertainty":
             self.uncertainty = UncertaintyWeights({t: model.config.get_task(t).kind for t in tasks}).to(args.device)
+        for name, head in model.heads.items():
+            if head.spec.kind == "contrastive":
+                head.gather_across_ranks = args.contrastive_gather
+        # SMART and the Bregman term compare output distributions: classification and regression heads only.
+        self._smoothable = {t for t in tasks if model.config.get_task(t).kind in ("classification", "regression")}
         self.smart = None
         if args.smart:
+            explicit = sorted(t for t, w in args.smart_weights.items() if w > 0 and t not in self._smoothable)
+            if explicit:
+                raise ValueError(f"smart_weights gives SMART to tasks {explicit}, but SMART regularises "
+                                 "classification and regression heads only")
+            weights = {t: w if t in self._smoothable else 0.0 for t, w in args.smart_weights_for(tasks).items()}
             self.smart = SmartRegularizer(
-                args.smart_weights_for(tasks), steps=args.smart_steps, step_size=args.smart_step_size,
+                weights, steps=args.smart_steps, step_size=args.smart_step_size,
                 epsilon=args.smart_epsilon, noise_std=args.smart_noise_std, norm=args.smart_norm,
             )
             if args.bf16 and args.smart_epsilon < 1e-2:
@@ -205,7 +216,7 @@ class MultiTaskTrainer(Trainer):
         if smart is not None:
             self._accumulate_log(f"smart_{task}", adversarial)
             loss = loss + smart.weight(task) * adversarial
-        if self.args.smart_bregman_weight > 0:
+        if self.args.smart_bregman_weight > 0 and task in self._smoothable:
             proximal = self._bregman_term(model, task, inputs, outputs.logits)
             self._accumulate_log(f"bregman_{task}", proximal)
             loss = loss + self.args.smart_bregman_weight * proximal
@@ -326,11 +337,14 @@ class MultiTaskTrainer(Trainer):
         for task, dataset in datasets.items():
             spec = self.model.config.get_task(task)
             loader = self.get_eval_dataloader(MultiTaskDataset({task: dataset}))
-            output = self.evaluation_loop(loader, description=f"Evaluation {task}", prediction_loss_only=False,
+            loss_only = spec.kind in ("contrastive", "mlm")  # no per-row predictions to score, only the loss
+            output = self.evaluation_loop(loader, description=f"Evaluation {task}", prediction_loss_only=loss_only,
                                           ignore_keys=ignore_keys, metric_key_prefix=f"{metric_key_prefix}_{task}")
             samples += output.num_samples
             metrics.update({k: v for k, v in output.metrics.items() if k.endswith("_loss")})
-            if output.label_ids is not None:
+            if spec.kind == "mlm" and f"{metric_key_prefix}_{task}_loss" in metrics:
+                metrics[f"{metric_key_prefix}_{task}_perplexity"] = math.exp(metrics[f"{metric_key_prefix}_{task}_loss"])
+            if output.label_ids is not None and not loss_only:
                 logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
                 per_task[task] = task_metrics(spec.kind, logits, output.label_ids, spec.num_labels)
         metrics.update({f"{metric_key_prefix}_{k}": v for k, v in multitask_metrics(per_task).items()})
@@ -339,6 +353,16 @@ class MultiTaskTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         self._memory_tracker.stop_and_update_metrics(metrics)
         return metrics
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Contrastive and MLM batches have a loss even without labels (the Trainer only computes one with them)."""
+        task = inputs.get("task")
+        if task is not None and self.model.config.get_task(task).kind in ("contrastive", "mlm"):
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            return loss.detach(), None, None
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial) -> None:
