@@ -43,6 +43,7 @@ logging.set_verbosity_error()
 
 SIMCSE_TASK = {"name": "simcse", "kind": "contrastive", "objective": "unsupervised", "pooling": "mean",
                "temperature": 0.05, "projection": "mlp"}
+STAGE_FILE = "simcse_stage.json"  # what the SimCSE stage did, kept with its checkpoint for --reuse-simcse
 DEV_KEYS = ("eval_sst_accuracy", "eval_quora_accuracy", "eval_sts_pearson", "eval_overall")
 
 
@@ -84,13 +85,16 @@ def simcse_stage(args, out: Path) -> dict:
     run.train()
     run.save_model(str(out))
     losses = [log["loss_simcse"] for log in run.state.log_history if "loss_simcse" in log]
-    return {"steps": run.state.global_step, "planned_steps": steps, "seconds_per_step": seconds_per_step,
-            "train_minutes": clock.training_seconds() / 60, "rows": len(data["simcse"]),
-            "loss_first_log": losses[0] if losses else None, "loss_last_log": losses[-1] if losses else None}
+    stats = {"steps": run.state.global_step, "planned_steps": steps, "seconds_per_step": seconds_per_step,
+             "train_minutes": clock.training_seconds() / 60, "rows": len(data["simcse"]),
+             "loss_first_log": losses[0] if losses else None, "loss_last_log": losses[-1] if losses else None}
+    (out / STAGE_FILE).write_text(json.dumps(stats, indent=2))
+    return stats
 
 
 def finetune(args, start: str, minutes: float, seconds_per_step: float, out: str) -> dict:
-    data_args = ModelDataArguments(model_name_or_path=start, tasks="sst,quora,sts", data_dir=args.data_dir)
+    data_args = ModelDataArguments(model_name_or_path=start, tasks="sst,quora,sts", data_dir=args.data_dir,
+                                   max_eval_samples=args.max_eval_samples)
     from hf_mtbert.training.run import load_model
 
     model, tokenizer = load_model(data_args)
@@ -140,9 +144,12 @@ def main() -> None:
     parser.add_argument("--simcse-learning-rate", type=float, default=3e-5)
     parser.add_argument("--batch", type=int, default=32, help="rows per task batch in the fine-tune")
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tune learning rate")
-    parser.add_argument("--calibration-steps", type=int, default=4)
+    parser.add_argument("--calibration-steps", type=int, default=8)
     parser.add_argument("--bf16", default="false", choices=["false", "true", "auto"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-eval-samples", type=int, default=None, help="dev rows per task (default: all)")
+    parser.add_argument("--reuse-simcse", action="store_true",
+                        help="keep a finished SimCSE stage in --output and run only the fine-tunes (for reruns)")
     parser.add_argument("--output", default="checkpoints/simcse-compare", help="where the checkpoints go")
     parser.add_argument("--results", default="results")
     args = parser.parse_args()
@@ -155,7 +162,11 @@ def main() -> None:
                "simcse_task": SIMCSE_TASK}
     results["embeddings_before"] = quality(resolve_model_path(args.model), args.data_dir)
     print("before:", results["embeddings_before"], flush=True)
-    results["simcse"] = simcse_stage(args, out / "simcse")
+    if args.reuse_simcse and (out / "simcse" / STAGE_FILE).is_file():
+        results["simcse"] = json.loads((out / "simcse" / STAGE_FILE).read_text())
+        print(f"reusing the SimCSE stage in {out / 'simcse'}", flush=True)
+    else:
+        results["simcse"] = simcse_stage(args, out / "simcse")
     results["embeddings_after_simcse"] = quality(str(out / "simcse"), args.data_dir)
     print("SimCSE:", results["simcse"], results["embeddings_after_simcse"], flush=True)
 

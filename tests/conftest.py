@@ -42,3 +42,35 @@ def tiny_config() -> MultiTaskBertConfig:
             {"name": "score", "kind": "regression", "label_range": [0, 5]},
         ],
     )
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """A Hub-compatible HTTP server on 127.0.0.1 (see tests/hub_server.py), set as the Hub endpoint.
+
+    Subprocesses see it through HF_ENDPOINT (with a fresh HF_HOME, so nothing is shared with the user's cache). This
+    process needs the module-level copies patched too: huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE, HF_HOME and
+    HF_HUB_DISABLE_XET into `huggingface_hub.constants` at import time. Uploads are "regular" (no LFS, no Xet).
+    """
+    import huggingface_hub.hf_api
+    import transformers.utils.hub
+    from huggingface_hub import constants
+    from hub_server import FakeHub
+
+    hub = FakeHub(tmp_path / "fake_hub")
+    for name, value in {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+                        "HF_TOKEN": "test-token", "HF_HUB_DISABLE_XET": "1",
+                        "HF_HOME": str(tmp_path / "hf_home")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))  # in-process downloads
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    # HfApi instances fix their endpoint when created: the one behind huggingface_hub's functions (list_repo_files,
+    # model_info, ...) was made at import, and transformers caches one on first use.
+    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", hub.endpoint)
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
+    yield hub
+    hub.stop()

@@ -120,3 +120,25 @@ def test_train_with_smart_and_pcgrad_from_the_command_line(minilm_path, tmp_path
     logs = [log for log in state["log_history"] if "smart_sst" in log]
     assert len(logs) == 2
     assert all(log["smart_sts"] >= 0 and log["surgery_weight_sts"] >= 1.0 for log in logs)
+
+
+def test_train_with_lora_then_evaluate_and_card(minilm_path, tmp_path, capsys):
+    out = tmp_path / "lora"
+    main(["train", "--model_name_or_path", minilm_path, "--output_dir", str(out), "--tasks", "sst,sts",
+          "--max_train_samples", "16", "--max_eval_samples", "8", "--max_steps", "2", "--lora", "--lora_r", "4",
+          "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no",
+          "--disable_tqdm", "true", "--bf16", "false"])
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "config.json", "README.md",
+            "training_args.json", "eval_results.json"} <= files
+    assert "model.safetensors" not in files
+    saved = json.loads((out / "eval_results.json").read_text())
+    capsys.readouterr()
+    main(["evaluate", "--model_name_or_path", str(out), "--max_eval_samples", "8", "--disable_tqdm", "true",
+          "--bf16", "false"])
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["eval_sst_accuracy"] == pytest.approx(saved["eval_sst_accuracy"])
+    assert metrics["eval_sts_pearson"] == pytest.approx(saved["eval_sts_pearson"], abs=1e-5)  # merged weights
+    card = (out / "README.md").read_text()
+    assert f"{saved['eval_sst_accuracy']:.4f}" in card and json.loads((out / "training_args.json").read_text())[
+        "data"]["lora"] is True

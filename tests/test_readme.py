@@ -37,3 +37,4 @@ def test_python_examples_run(tmp_path):
     assert "torch.Size([1, 5])" in result.stdout
     assert "['sst', 'nli', 'sts']" in result.stdout
     assert "'eval_sst_accuracy'" in result.stdout  # the training example trained and evaluated
+    assert "'alignment':" in result.stdout and "'uniformity':" in result.stdout

@@ -1,9 +1,11 @@
 """hf_mtbert: one BERT-family encoder, several sentence tasks, Hugging Face-native."""
 
 from transformers import AutoConfig, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_mtbert import MultiTaskBertConfig, TaskSpec, default_tasks
+from .configuration_mtbert import DEFAULT_PIPELINE_REPO, MultiTaskBertConfig, TaskSpec, default_tasks
 from .modeling_mtbert import MultiTaskBertModel, MultiTaskBertOutput
+from .pipeline_mtbert import PIPELINE_CLASSES, ParaphrasePipeline, SentimentPipeline, SimilarityPipeline
 
 __version__ = "0.1.0"
 
@@ -14,4 +16,18 @@ AutoModel.register(MultiTaskBertConfig, MultiTaskBertModel, exist_ok=True)
 MultiTaskBertConfig.register_for_auto_class()
 MultiTaskBertModel.register_for_auto_class("AutoModel")
 
-__all__ = ["MultiTaskBertConfig", "MultiTaskBertModel", "MultiTaskBertOutput", "TaskSpec", "default_tasks"]
+# The task pipelines: pipeline("sentiment-mt", model=...) works once the package is imported.
+for _task, _class in PIPELINE_CLASSES.items():
+    PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_class, pt_model=AutoModel, type="text",
+                                        default={"model": (DEFAULT_PIPELINE_REPO, "main")})
+
+__all__ = [
+    "MultiTaskBertConfig",
+    "MultiTaskBertModel",
+    "MultiTaskBertOutput",
+    "ParaphrasePipeline",
+    "SentimentPipeline",
+    "SimilarityPipeline",
+    "TaskSpec",
+    "default_tasks",
+]

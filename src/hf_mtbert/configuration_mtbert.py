@@ -206,6 +206,22 @@ class TaskSpec:
         return out
 
 
+# The repo `pipeline("sentiment-mt")` and its siblings load when no model is given.
+DEFAULT_PIPELINE_REPO = "hf-mtbert/mtbert-minilm-cs224n"
+PIPELINE_CLASS_NAMES = {"sentiment-mt": "SentimentPipeline", "paraphrase-mt": "ParaphrasePipeline",
+                        "similarity-mt": "SimilarityPipeline"}
+
+
+def custom_pipelines() -> dict[str, dict[str, Any]]:
+    """`config.custom_pipelines`: where `pipeline(task, model=..., trust_remote_code=True)` finds each pipeline's
+    class (pipeline_mtbert.py, saved beside the model code)."""
+    return {
+        task: {"impl": f"pipeline_mtbert.{name}", "pt": ["AutoModel"], "type": "text",
+               "default": {"model": [DEFAULT_PIPELINE_REPO, "main"]}}
+        for task, name in PIPELINE_CLASS_NAMES.items()
+    }
+
+
 def default_tasks() -> list[dict[str, Any]]:
     """The three tasks of the CS224N multi-task project."""
     sst_labels = ["very negative", "negative", "neutral", "positive", "very positive"]
@@ -291,6 +307,19 @@ class MultiTaskBertConfig(PretrainedConfig):
         if not specs:
             raise ValueError("tasks is empty; give at least one task or leave tasks=None for the defaults")
         self.tasks = [s.to_dict() for s in specs]
+        # Checkpoints always list the pipelines (see to_dict). Loaded as remote code (transformers' dynamic modules)
+        # the config keeps them; loaded through the installed package, whose import registered the pipelines, it
+        # leaves them out, since transformers would otherwise insist on trust_remote_code.
+        if __name__.startswith("transformers_modules"):
+            if not getattr(self, "custom_pipelines", None):
+                self.custom_pipelines = custom_pipelines()
+        else:
+            self.__dict__.pop("custom_pipelines", None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["custom_pipelines"] = custom_pipelines()
+        return out
 
     @staticmethod
     def _as_spec(task: Any) -> TaskSpec:
@@ -322,4 +351,4 @@ class MultiTaskBertConfig(PretrainedConfig):
         raise ValueError(f"unknown task {name!r}; this model has tasks {self.task_names}")
 
 
-__all__ = ["MultiTaskBertConfig", "TaskSpec", "default_tasks"]
+__all__ = ["DEFAULT_PIPELINE_REPO", "MultiTaskBertConfig", "TaskSpec", "custom_pipelines", "default_tasks"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from ..checkpoint import resolve_model_path
 from ..configuration_mtbert import MultiTaskBertConfig
 from ..data import CS224N_TASKS, cs224n_task_spec, load_cs224n, load_task_data, tokenize_dataset
 from ..hardware import cpu_info
+from ..lora import add_lora, is_lora_folder, load_lora, save_lora
 from ..modeling_mtbert import MultiTaskBertModel
 from .arguments import MultiTaskTrainingArguments, parse_task_values
 from .trainer import MultiTaskTrainer
@@ -50,6 +52,15 @@ class ModelDataArguments:
     max_length: int = field(default=128, metadata={"help": "Tokens per sequence (longer ones are truncated)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows per task."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N dev rows per task."})
+    lora: bool = field(
+        default=False,
+        metadata={"help": "Train LoRA adapters (PEFT) on the encoder instead of all its weights; the heads train in "
+                  "full. The output folder then holds the adapter and the heads."},
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: str = field(default="query,value", metadata={"help": "Comma-separated module names."})
 
     def task_names(self) -> list[str]:
         if self.tasks is None:
@@ -79,8 +90,17 @@ def task_spec_dicts(data_args: ModelDataArguments, config: MultiTaskBertConfig) 
 
 
 def load_model(data_args: ModelDataArguments) -> tuple[MultiTaskBertModel, object]:
-    """The model with one head per requested task, and its tokenizer."""
+    """The model with one head per requested task, and its tokenizer. A LoRA output folder is loaded onto its base
+    model and merged."""
     path = resolve_model_path(data_args.model_name_or_path)
+    if is_lora_folder(path):
+        model = load_lora(path, merge=True)
+        if data_args.tasks is None:
+            data_args.tasks = ",".join(model.config.task_names)
+        if data_args.task_names() != model.config.task_names:
+            raise ValueError(f"{path} is a LoRA adapter for tasks {model.config.task_names}; it cannot be given "
+                             f"other tasks ({data_args.task_names()})")
+        return model, AutoTokenizer.from_pretrained(path)
     config = MultiTaskBertConfig.from_pretrained(path)  # a plain BERT config gets the default tasks
     if data_args.tasks is None:
         data_args.tasks = ",".join(config.task_names)
@@ -119,6 +139,9 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
     model, tokenizer = load_model(data_args)
     train_data = load_split(data_args, model.config, tokenizer, "train")
     dev_data = load_split(data_args, model.config, tokenizer, "dev")
+    if data_args.lora:
+        model = add_lora(model, r=data_args.lora_r, alpha=data_args.lora_alpha, dropout=data_args.lora_dropout,
+                         target_modules=tuple(m.strip() for m in data_args.lora_target_modules.split(",") if m.strip()))
     trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=dev_data or None,
                                processing_class=tokenizer)
     start = time.time()
@@ -135,6 +158,8 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
     train_seconds = time.time() - start
     metrics = _final_evaluation(trainer) if dev_data else {}
     trainer.save_model(args.output_dir)
+    if data_args.lora and trainer.is_world_process_zero():
+        save_lora(trainer.model, args.output_dir)  # the adapter, plus the multi-task config of its heads
     trainer.save_state()  # trainer_state.json: the log history (per-task losses, SMART and surgery terms, evals)
     if trainer.is_world_process_zero():
         summary = {
@@ -144,7 +169,23 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
             "machine": cpu_info().describe(),
         }
         trainer.save_metrics("eval", summary)
+        save_training_arguments(args, data_args)
+        from ..card import write_model_card
+
+        write_model_card(args.output_dir)
     return metrics
+
+
+def save_training_arguments(args: MultiTaskTrainingArguments, data_args: ModelDataArguments) -> None:
+    """training_args.json beside the model: every training argument, the data arguments and the base model."""
+    from ..checkpoint import MINILM_ALIASES, MINILM_HUB_ID
+
+    values = json.loads(args.to_json_string())
+    base = data_args.model_name_or_path
+    values["base_model"] = MINILM_HUB_ID if base in MINILM_ALIASES else base
+    values["data"] = {k: v for k, v in vars(data_args).items() if k != "model_name_or_path"}
+    with open(os.path.join(args.output_dir, "training_args.json"), "w", encoding="utf-8") as f:
+        json.dump(values, f, indent=2)
 
 
 def _final_evaluation(trainer: MultiTaskTrainer) -> dict[str, float]:

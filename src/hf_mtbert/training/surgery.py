@@ -118,6 +118,8 @@ class GradientSurgery:
         self.method, self.tasks, self.seed = method, list(tasks), seed
         self.cagrad_c, self.gradvac_beta = cagrad_c, gradvac_beta
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        # PEFT's wrappers prefix every name with "base_model.model."
+        named = [(n.removeprefix("base_model.model."), p) for n, p in named]
         self.shared = [p for n, p in named if not n.startswith(head_prefix)]
         self.heads = [p for n, p in named if n.startswith(head_prefix)]
         self.numel = sum(p.numel() for p in self.shared)
