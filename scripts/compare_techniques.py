@@ -31,6 +31,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from hf_mtbert.hardware import cpu_info
+from hf_mtbert.lora import add_lora
 from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtbert.training.run import ModelDataArguments, load_model, load_split
 
@@ -41,6 +42,8 @@ TECHNIQUES = {
     "smart": {"smart": True},
     "pcgrad": {"grad_surgery": "pcgrad"},
     "smart+pcgrad": {"smart": True, "grad_surgery": "pcgrad"},
+    # LoRA r=8 on query/value with the heads trained in full, at the learning rate LoRA usually needs
+    "lora": {"lora": True, "learning_rate": 5e-4},
 }
 METRICS = {"sst": "eval_sst_accuracy", "quora": "eval_quora_accuracy", "sts": "eval_sts_pearson"}
 
@@ -76,14 +79,18 @@ class TrainingClock(TrainerCallback):
 def make_trainer(data_args, train_data, eval_data, options, steps, args, out) -> MultiTaskTrainer:
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(data_args)
+    options = dict(options)
+    if options.pop("lora", False):
+        model = add_lora(model)
     eval_steps = max(1, steps // args.curve_points)
-    train_args = MultiTaskTrainingArguments(
+    settings = dict(
         output_dir=out, max_steps=steps, per_device_train_batch_size=args.batch, per_device_eval_batch_size=128,
         learning_rate=args.learning_rate, warmup_steps=0.1, weight_decay=0.01, lr_scheduler_type="linear",
         sampling_strategy="concurrent", length_bucketing=True, word_embeddings="freeze", bf16=args.bf16,
         eval_strategy="steps" if eval_data is not None else "no", eval_steps=eval_steps, save_strategy="no",
         logging_steps=max(1, eval_steps // 2), report_to=[], use_cpu=True, seed=args.seed,
-        disable_tqdm=not sys.stderr.isatty(), smart_weights=args.smart_weights, **options)
+        disable_tqdm=not sys.stderr.isatty(), smart_weights=args.smart_weights)
+    train_args = MultiTaskTrainingArguments(**{**settings, **options})
     return MultiTaskTrainer(model=model, args=train_args, train_dataset=train_data, eval_dataset=eval_data,
                             processing_class=tokenizer)
 
@@ -167,7 +174,8 @@ def main() -> None:
     budget = args.budget_minutes * 60
     results = {"machine": machine, "torch": torch.__version__, "model": args.model, "budget_minutes":
                args.budget_minutes, "batch_per_task": args.batch, "learning_rate": args.learning_rate,
-               "smart_weights": args.smart_weights, "bf16": args.bf16, "curve_rows": args.curve_rows, "runs": {}}
+               "smart_weights": args.smart_weights, "bf16": args.bf16, "curve_rows": args.curve_rows,
+               "calibration_steps": args.calibration_steps, "runs": {}}
     out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -196,7 +204,8 @@ def main() -> None:
     text = table(results)
     header = (f"Dev results after {args.budget_minutes:g} training minutes per technique on {machine}; MiniLM, "
               f"concurrent sampling, B={args.batch} per task, lr {args.learning_rate:g}, SMART λ "
-              f"{args.smart_weights}.\n\n")
+              f"{args.smart_weights}"
+              + "".join(f"; {n}: {TECHNIQUES[n]}" for n in names if "learning_rate" in TECHNIQUES[n]) + ".\n\n")
     (out_dir / "compare_techniques.md").write_text(header + text + "\n")
     plot(results, out_dir / "compare_techniques.png")
     print("\n" + text)

@@ -33,3 +33,14 @@ def with_overrides(config: MultiTaskBertConfig, **changes) -> MultiTaskBertConfi
 
 def no_dropout(config: MultiTaskBertConfig) -> MultiTaskBertConfig:
     return with_overrides(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def rounded(value, digits: int = 5):
+    """JSON-like output with every float rounded: for comparing pipeline results across processes."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value

@@ -58,14 +58,17 @@ def fake_hub(tmp_path, monkeypatch):
     from hub_server import FakeHub
 
     hub = FakeHub(tmp_path / "fake_hub")
+    home = tmp_path / "hf_home"
     for name, value in {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
-                        "HF_TOKEN": "test-token", "HF_HUB_DISABLE_XET": "1",
-                        "HF_HOME": str(tmp_path / "hf_home")}.items():
+                        "HF_TOKEN": "test-token", "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(home),
+                        "HF_HUB_CACHE": str(home / "hub"), "HF_MODULES_CACHE": str(home / "modules")}.items():
         monkeypatch.setenv(name, value)
+    for name in ("HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HUGGINGFACE_CO_STAGING"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
     template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))  # in-process downloads
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))  # in-process downloads
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     # HfApi instances fix their endpoint when created: the one behind huggingface_hub's functions (list_repo_files,

@@ -53,7 +53,8 @@ class FakeHub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-hub", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="fake-hub", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -103,6 +104,15 @@ class FakeHub:
                 raise HubError(401, "Invalid credentials in Authorization header")
             return 200, {}, {"type": "user", "name": "test-user", "fullname": "Test User", "orgs": [],
                              "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}}
+
+        if path == "/api/validate-yaml" and method == "POST":  # upload_folder checks a README.md's metadata block
+            content = json.loads(body or b"{}").get("content", "")
+            if not content.startswith("---"):
+                raise HubError(400, "README.md has no metadata block")
+            return 200, {}, {"errors": [], "warnings": []}
+
+        if path == "/api/agent-harnesses":  # huggingface_hub's optional agent-detection registry: there is none
+            raise HubError(404, "no agent registry on the fake Hub")
 
         if path == "/api/repos/create" and method == "POST":  # HfApi.create_repo
             payload = json.loads(body or b"{}")

@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import pytest
+from _helpers import rounded
 from transformers import pipeline
 
 from hf_mtbert import MultiTaskBertConfig, MultiTaskBertModel
@@ -144,17 +145,7 @@ def test_pipelines_from_a_checkpoint_without_the_package(checkpoint, tmp_path):
     expected = _outputs(checkpoint)
     assert got.keys() == expected.keys()
     for key in expected:
-        assert _rounded(got[key]) == _rounded(json.loads(json.dumps(expected[key]))), key
-
-
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 5)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
+        assert rounded(got[key]) == rounded(json.loads(json.dumps(expected[key]))), key
 
 
 def test_default_model_offline_fails_fast_and_names_the_repo(tmp_path):

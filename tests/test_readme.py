@@ -38,3 +38,4 @@ def test_python_examples_run(tmp_path):
     assert "['sst', 'nli', 'sts']" in result.stdout
     assert "'eval_sst_accuracy'" in result.stdout  # the training example trained and evaluated
     assert "'alignment':" in result.stdout and "'uniformity':" in result.stdout
+    assert "'paraphrase_probability':" in result.stdout  # the pipelines example

@@ -1,4 +1,4 @@
-"""`hf-mtbert` command line: build checkpoints, train, evaluate and predict.
+"""`hf-mtbert` command line: build checkpoints, train, evaluate, predict and push to the Hub.
 
 `train` and `evaluate` take every `MultiTaskTrainingArguments` / `ModelDataArguments` field as an option
 (`--learning_rate 5e-5`), or one JSON/YAML file holding them (`hf-mtbert train run.yaml`).
@@ -104,6 +104,27 @@ def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> None:
     print(json.dumps(metrics))
 
 
+def _cmd_push(args: argparse.Namespace) -> None:
+    import shutil
+    from pathlib import Path
+
+    from .card import write_model_card
+    from .hub import push_checkpoint
+
+    folder = Path(args.folder)
+    if not (folder / "tokenizer_config.json").is_file():
+        raise ValueError(f"{folder} has no tokenizer (tokenizer_config.json); save it with tokenizer.save_pretrained")
+    code = Path(__file__).parent
+    for name in ("configuration_mtbert.py", "modeling_mtbert.py", "pipeline_mtbert.py"):
+        if not (folder / name).is_file():  # checkpoints saved by older versions lack the pipeline code
+            shutil.copyfile(code / name, folder / name)
+    if not args.no_card:
+        print(f"wrote the model card {write_model_card(folder, args.repo_id)}")
+    commit = push_checkpoint(folder, args.repo_id, revision=args.revision, private=args.private)
+    print(f"pushed {folder} to {args.repo_id}" + (f" (revision {args.revision})" if args.revision else "")
+          + f": {commit}")
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from .inference import predict, write_cs224n_predictions
 
@@ -163,6 +184,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--splits", default="dev,test", help="which CS224N splits --cs224n predicts")
     p.add_argument("--data-dir", default=None, help="CS224N data folder (default: $HF_MTBERT_DATA_DIR)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("push", help="upload a checkpoint folder (weights, config, tokenizer, model and pipeline "
+                       "code, model card, training arguments) to the Hub")
+    p.add_argument("--repo-id", required=True, help="owner/name of the model repo (created if missing)")
+    p.add_argument("--folder", default=TRAIN_DEFAULTS["output_dir"], help="the checkpoint folder to upload")
+    p.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--no-card", action="store_true", help="keep the folder's README.md instead of rendering one")
+    p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("demo", help="build a checkpoint from MiniLM and print predictions for every task")
     p.add_argument("--base", default="minilm")

@@ -172,7 +172,10 @@ def train(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> di
         save_training_arguments(args, data_args)
         from ..card import write_model_card
 
-        write_model_card(args.output_dir)
+        try:
+            write_model_card(args.output_dir)
+        except FileNotFoundError as err:  # the template lives in the source tree; the trained model is saved anyway
+            logger.warning(f"no model card written: {err}")
     return metrics
 
 
