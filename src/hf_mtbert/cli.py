@@ -87,7 +87,7 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> None:
-    from .training.run import evaluate, evaluate_embeddings, summarize
+    from .training.run import evaluate, evaluate_embeddings, evaluate_ensemble, summarize
 
     defaults = {"output_dir": "evaluation", "report_to": "none", "per_device_eval_batch_size": 128}
     flags = argparse.ArgumentParser(add_help=False)
@@ -98,6 +98,13 @@ def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> None:
     if extra.embeddings:
         metrics = evaluate_embeddings(data_args, pooling=extra.pooling, batch_size=eval_args.per_device_eval_batch_size)
         print("\n".join(f"  {k:<20}  {v:.4f}" if isinstance(v, float) else f"  {k:<20}  {v}" for k, v in metrics.items()))
+    elif "," in data_args.model_name_or_path:
+        metrics = evaluate_ensemble(data_args, eval_args)
+        for task, info in metrics["tasks"].items():
+            print(f"  {task}: checkpoints {info['members']} -> " + ", ".join(
+                f"{k} {v:.4f}" for k, v in info["metrics"].items()))
+        print(f"  combined: {json.dumps({k: round(v, 4) for k, v in metrics['combined'].items()})}")
+        print(f"  ({metrics['note']})")
     else:
         metrics = evaluate(data_args, eval_args)
         print(summarize(metrics))
@@ -204,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_cmd_train, takes_rest=True)
     p = sub.add_parser("evaluate", help="dev metrics of a checkpoint (--model_name_or_path DIR); with --embeddings "
                        "[--pooling mean|cls], alignment, uniformity and cosine STS Spearman of its sentence "
-                       "embeddings on the STS dev set", add_help=False)
+                       "embeddings on the STS dev set; with several comma-separated checkpoints, their per-task "
+                       "ensemble", add_help=False)
     p.set_defaults(func=_cmd_evaluate, takes_rest=True)
 
     args, rest = parser.parse_known_args(argv)

@@ -209,6 +209,39 @@ def evaluate(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) ->
     return trainer.evaluate()
 
 
+def evaluate_ensemble(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> dict:
+    """Dev metrics of an ensemble of the comma-separated checkpoints in --model_name_or_path: per task, the logits
+    of the checkpoints chosen greedily on dev are averaged (see `hf_mtbert.ensemble`). Writes
+    `<output_dir>/ensemble_results.json`."""
+    import dataclasses
+
+    import numpy as np
+
+    from ..ensemble import ensemble
+    from .trainer import per_task_predictions
+
+    paths = [p.strip() for p in data_args.model_name_or_path.split(",") if p.strip()]
+    if len(paths) < 2:
+        raise ValueError("an ensemble needs two or more checkpoints: --model_name_or_path a,b[,c...]")
+    logits, labels, specs = [], None, None
+    for path in paths:
+        one = dataclasses.replace(data_args, model_name_or_path=path)
+        model, tokenizer = load_model(one)
+        data_args.tasks = one.tasks  # the first checkpoint's tasks (or --tasks) for every member
+        dev = load_split(one, model.config, tokenizer, "dev")
+        trainer = MultiTaskTrainer(model=model, args=args, eval_dataset=dev, processing_class=tokenizer)
+        logits.append(per_task_predictions(trainer, dev))
+        if labels is None:
+            labels = {t: np.asarray(d["labels"]) for t, d in dev.items() if "labels" in d.column_names}
+            specs = {t: model.config.get_task(t) for t in labels}
+    result = {"checkpoints": paths, **ensemble(logits, labels, specs)}
+    result["note"] = "members were chosen on these dev sets, so the ensemble's dev numbers are optimistic"
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "ensemble_results.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
 def evaluate_embeddings(data_args: ModelDataArguments, pooling: str = "mean", batch_size: int = 64) -> dict:
     """Embedding quality (see `hf_mtbert.embeddings`) of any BERT or multi-task checkpoint on the CS224N STS dev
     set, or on the `sts` entry of --eval_files."""
@@ -234,4 +267,4 @@ def summarize(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {k:<{width}}  {metrics[k]:.4f}" for k in keys)
 
 
-__all__ = ["ModelDataArguments", "evaluate", "evaluate_embeddings", "load_model", "load_split", "summarize", "train"]
+__all__ = ["ModelDataArguments", "evaluate", "evaluate_embeddings", "evaluate_ensemble", "load_model", "load_split", "summarize", "train"]
