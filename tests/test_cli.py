@@ -142,3 +142,21 @@ def test_train_with_lora_then_evaluate_and_card(minilm_path, tmp_path, capsys):
     card = (out / "README.md").read_text()
     assert f"{saved['eval_sst_accuracy']:.4f}" in card and json.loads((out / "training_args.json").read_text())[
         "data"]["lora"] is True
+
+
+def test_hyperparameter_search_with_optuna(minilm_path, tmp_path):
+    from hf_mtbert.training import MultiTaskTrainingArguments
+    from hf_mtbert.training.run import ModelDataArguments, hyperparameter_search
+
+    data_args = ModelDataArguments(model_name_or_path=minilm_path, tasks="sst,sts", max_train_samples=16,
+                                   max_eval_samples=16)
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path / "hp"), max_steps=2, per_device_train_batch_size=4,
+                                      report_to=[], save_strategy="no", disable_tqdm=True, bf16="false", seed=0)
+    record = hyperparameter_search(data_args, args, n_trials=2)
+    saved = json.loads((tmp_path / "hp" / "hp_search.json").read_text())
+    assert saved == record and len(record["trials"]) == 2
+    assert all(t["state"] == "COMPLETE" and -1.0 <= t["objective"] <= 1.0 for t in record["trials"])
+    assert record["best"]["objective"] == max(t["objective"] for t in record["trials"])
+    assert record["trials"][0]["params"]["learning_rate"] != record["trials"][1]["params"]["learning_rate"]
+    assert {"learning_rate", "weight_decay", "sampling_strategy", "label_smoothing"} == set(
+        record["best"]["hyperparameters"])

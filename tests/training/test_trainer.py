@@ -144,3 +144,20 @@ def test_bf16_on_a_machine_without_accelerator_trains_on_the_cpu(tmp_path, monke
                         lambda: CpuInfo(model="test", capability="AVX512", amx=True, avx512_bf16=True, threads=2))
     a = MultiTaskTrainingArguments(output_dir=str(tmp_path), bf16=bf16, report_to=[])
     assert a.bf16 is True and a.use_cpu is True and a.device.type == "cpu"
+
+
+def test_label_smoothing_argument_reaches_the_loss(tmp_path, config, tokenizer):
+    """The heads read their own spec: patching only config.tasks (as before) left the loss unsmoothed."""
+    from _helpers import random_batch
+
+    t = trainer(tmp_path, config, tokenizer, label_smoothing=0.3)
+    model = t.model.eval()
+    ids, mask = random_batch(4, 6)
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        logits = model(task="sst", input_ids=ids, attention_mask=mask).logits
+        loss = model(task="sst", input_ids=ids, attention_mask=mask, labels=labels).loss
+    expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.3)
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, torch.nn.functional.cross_entropy(logits, labels))
+    assert model.config.get_task("sst").label_smoothing == 0.3

@@ -209,6 +209,64 @@ def evaluate(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) ->
     return trainer.evaluate()
 
 
+def default_hp_space(trial) -> dict:
+    """The search space of `hyperparameter_search`: learning rate, weight decay, sampling and label smoothing."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 2e-5, 3e-4, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1),
+        "sampling_strategy": trial.suggest_categorical("sampling_strategy",
+                                                       ["sqrt", "proportional", "round_robin", "annealed"]),
+        "label_smoothing": trial.suggest_categorical("label_smoothing", [0.0, 0.1]),
+    }
+
+
+def hp_objective(metrics: dict[str, float]) -> float:
+    """The CS224N overall score when the three CS224N tasks are evaluated, else the mean headline metric."""
+    for key in ("eval_overall", "eval_mean_primary"):
+        if key in metrics:
+            return metrics[key]
+    raise ValueError(f"no eval_overall or eval_mean_primary among the metrics {sorted(metrics)}")
+
+
+def hyperparameter_search(data_args: ModelDataArguments, args: MultiTaskTrainingArguments, n_trials: int = 8,
+                          hp_space=default_hp_space) -> dict:
+    """`Trainer.hyperparameter_search` with Optuna over `hp_space`, maximising `hp_objective` on the dev sets.
+    Every trial's parameters and objective are written to `<output_dir>/hp_search.json`; returns that record."""
+    import optuna  # noqa: F401  (a clear ImportError if it is missing: pip install optuna)
+
+    model, tokenizer = load_model(data_args)
+    train_data = load_split(data_args, model.config, tokenizer, "train")
+    dev_data = load_split(data_args, model.config, tokenizer, "dev")
+    if not dev_data:
+        raise ValueError("hyper-parameter search needs dev data for at least one task")
+    del model
+
+    def model_init(trial=None):
+        return load_model(data_args)[0]
+
+    trainer = MultiTaskTrainer(model_init=model_init, args=args, train_dataset=train_data, eval_dataset=dev_data,
+                               processing_class=tokenizer)
+    os.makedirs(args.output_dir, exist_ok=True)
+    storage = f"sqlite:///{os.path.abspath(os.path.join(args.output_dir, 'hp_search.db'))}"
+    best = trainer.hyperparameter_search(hp_space=hp_space, compute_objective=hp_objective, n_trials=n_trials,
+                                         direction="maximize", backend="optuna", study_name="hf_mtbert",
+                                         storage=storage, load_if_exists=False)
+    import optuna
+
+    study = optuna.load_study(study_name="hf_mtbert", storage=storage)
+    record = {
+        "objective": "eval_overall (CS224N) or eval_mean_primary, on the dev sets",
+        "best": {"trial": int(best.run_id), "objective": best.objective, "hyperparameters": best.hyperparameters},
+        "trials": [{"trial": t.number, "objective": t.value, "params": t.params, "state": t.state.name,
+                    "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
+                    if t.datetime_complete else None} for t in study.trials],
+        "machine": cpu_info().describe(),
+    }
+    with open(os.path.join(args.output_dir, "hp_search.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
 def evaluate_ensemble(data_args: ModelDataArguments, args: MultiTaskTrainingArguments) -> dict:
     """Dev metrics of an ensemble of the comma-separated checkpoints in --model_name_or_path: per task, the logits
     of the checkpoints chosen greedily on dev are averaged (see `hf_mtbert.ensemble`). Writes
@@ -267,4 +325,4 @@ def summarize(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {k:<{width}}  {metrics[k]:.4f}" for k in keys)
 
 
-__all__ = ["ModelDataArguments", "evaluate", "evaluate_embeddings", "evaluate_ensemble", "load_model", "load_split", "summarize", "train"]
+__all__ = ["ModelDataArguments", "evaluate", "evaluate_embeddings", "evaluate_ensemble", "hyperparameter_search", "load_model", "load_split", "summarize", "train"]

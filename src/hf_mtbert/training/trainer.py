@@ -76,7 +76,13 @@ class MultiTaskTrainer(Trainer):
             args = MultiTaskTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, MultiTaskTrainingArguments):
             raise TypeError(f"MultiTaskTrainer needs MultiTaskTrainingArguments, got {type(args).__name__}")
-        known = model.config.task_names
+        if model is None and kwargs.get("model_init") is None:
+            raise ValueError("MultiTaskTrainer needs a model or a model_init")
+        if model is None and (args.grad_surgery != "none" or args.smart_bregman_weight > 0):
+            raise ValueError("model_init (hyper-parameter search) is not supported with grad_surgery or the SMART "
+                             "Bregman term: both hold state tied to one model's parameters")
+        reference = model if model is not None else kwargs["model_init"]()  # for the tasks and the collator
+        known = reference.config.task_names
         if train_dataset is not None and not isinstance(train_dataset, MultiTaskDataset):
             train_dataset = MultiTaskDataset(self._check_tasks(train_dataset, known, "train_dataset"))
         if eval_dataset is not None:
@@ -86,25 +92,19 @@ class MultiTaskTrainer(Trainer):
                 raise ValueError("give processing_class=<the tokenizer> (or a data_collator) to pad batches")
             from ..data import MultiTaskCollator
 
-            mlm = {t["name"]: t["mlm_probability"] for t in model.config.tasks if t["kind"] == "mlm"}
+            mlm = {t["name"]: t["mlm_probability"] for t in reference.config.tasks if t["kind"] == "mlm"}
             data_collator = MultiTaskCollator(processing_class, mlm_probability=mlm)
-        if args.label_smoothing is not None:
-            for spec in model.config.tasks:
-                if spec.get("kind") == "classification":
-                    spec["label_smoothing"] = args.label_smoothing
-        if args.word_embeddings == "freeze":
-            model.get_input_embeddings().weight.requires_grad_(False)
+        if model is not None:
+            self._prepare_model(model, args)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, processing_class=processing_class, **kwargs)
+        model = self.model
         tasks = model.config.task_names
         self.task_weight = args.weights_for(tasks)
         self.magnitudes = LossMagnitudeWeights(tasks, self.task_weight, args.loss_magnitude_momentum)
         self.uncertainty = None
         if args.task_weighting == "uncertainty":
             self.uncertainty = UncertaintyWeights({t: model.config.get_task(t).kind for t in tasks}).to(args.device)
-        for name, head in model.heads.items():
-            if head.spec.kind == "contrastive":
-                head.gather_across_ranks = args.contrastive_gather
         # SMART and the Bregman term compare output distributions: classification and regression heads only.
         self._smoothable = {t for t in tasks if model.config.get_task(t).kind in ("classification", "regression")}
         self.smart = None
@@ -136,6 +136,27 @@ class MultiTaskTrainer(Trainer):
         # no host sync or collective for it.
         self._log_sums: dict[str, list] = {}
         self._train_sampler: MultiTaskBatchSampler | None = None
+
+    @staticmethod
+    def _prepare_model(model, args: MultiTaskTrainingArguments) -> None:
+        """What the arguments change on the model itself: label smoothing, frozen word embeddings, gathering."""
+        for head in model.heads.values():
+            if args.label_smoothing is not None and head.spec.kind == "classification":
+                head.spec.label_smoothing = args.label_smoothing  # the head's spec is what its loss reads
+            if head.spec.kind == "contrastive":
+                head.gather_across_ranks = args.contrastive_gather
+        if args.label_smoothing is not None:
+            for spec in model.config.tasks:  # and the config, so that saved checkpoints record it
+                if spec.get("kind") == "classification":
+                    spec["label_smoothing"] = args.label_smoothing
+        if args.word_embeddings == "freeze":
+            model.get_input_embeddings().weight.requires_grad_(False)
+
+    def call_model_init(self, trial=None):
+        """A fresh model from model_init (hyper-parameter search trials), prepared as the constructor does."""
+        model = super().call_model_init(trial)
+        self._prepare_model(model, self.args)
+        return model
 
     @staticmethod
     def _check_tasks(datasets: Mapping, known: list[str], what: str) -> dict:
