@@ -35,17 +35,43 @@ from hf_mtbert.lora import add_lora
 from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtbert.training.run import ModelDataArguments, load_model, load_split
 
+sys.path.insert(0, str(Path(__file__).parent))
+from render_results import METRICS, header, plot_curves, render_table  # noqa: E402
+
 logging.set_verbosity_error()
 
+# Each technique is a set of training-argument overrides, plus two data keys: `train_tasks` (train on these tasks
+# only; evaluate them only) and `task_specs` (replace CS224N tasks' heads, e.g. a bi-encoder for Quora).
 TECHNIQUES = {
-    "none": {},
+    "none": {},  # concurrent sampling (one batch of every task per step), equal weights, cross-encoded Quora
     "smart": {"smart": True},
     "pcgrad": {"grad_surgery": "pcgrad"},
+    "cagrad": {"grad_surgery": "cagrad"},
+    "gradvac": {"grad_surgery": "gradvac"},
     "smart+pcgrad": {"smart": True, "grad_surgery": "pcgrad"},
     # LoRA r=8 on query/value with the heads trained in full, at the learning rate LoRA usually needs
     "lora": {"lora": True, "learning_rate": 5e-4},
+    # Task sampling regimes: one task's batch per optimizer step, chosen by the strategy ("none" is concurrent)
+    "round_robin": {"sampling_strategy": "round_robin"},
+    "proportional": {"sampling_strategy": "proportional"},
+    "sqrt": {"sampling_strategy": "sqrt"},
+    "annealed": {"sampling_strategy": "annealed"},
+    "sequential": {"sampling_strategy": "sequential"},
+    # Single-task baselines: the same budget spent on one task
+    "sst_only": {"train_tasks": ["sst"]},
+    "quora_only": {"train_tasks": ["quora"]},
+    "sts_only": {"train_tasks": ["sts"]},
+    # Task loss weighting (concurrent sampling)
+    "loss_magnitude": {"task_weighting": "loss_magnitude"},
+    "uncertainty": {"task_weighting": "uncertainty"},
+    # Pair encodings: the defaults are a cross-encoder for Quora and a cosine bi-encoder for STS; swap each
+    "quora_bi": {"task_specs": [{"name": "quora", "kind": "classification", "input": "pair", "pair_encoding": "bi",
+                                 "combine": "concat", "pooling": "mean",
+                                 "id2label": {0: "not_duplicate", 1: "duplicate"}}]},
+    "sts_cross": {"task_specs": [{"name": "sts", "kind": "regression", "input": "pair", "pair_encoding": "cross",
+                                  "pooling": "cls", "label_range": [0.0, 5.0]}]},
 }
-METRICS = {"sst": "eval_sst_accuracy", "quora": "eval_quora_accuracy", "sts": "eval_sts_pearson"}
+DATA_KEYS = ("train_tasks", "task_specs")
 
 
 class TrainingClock(TrainerCallback):
@@ -76,10 +102,30 @@ class TrainingClock(TrainerCallback):
                             **{k: metrics[k] for k in METRICS.values() if k in metrics}})
 
 
+def technique_data(args, options: dict, cache: dict) -> tuple:
+    """(data_args, train, dev, curve) for a technique: its own heads (`task_specs`) and tasks (`train_tasks`)."""
+    specs = options.get("task_specs")
+    key = json.dumps(specs, sort_keys=True)
+    if key not in cache:
+        data_args = ModelDataArguments(model_name_or_path=args.model, data_dir=args.data_dir, tasks="sst,quora,sts",
+                                       task_specs=json.dumps(specs) if specs else None,
+                                       max_train_samples=args.max_train_samples,
+                                       max_eval_samples=args.max_eval_samples)
+        model, tokenizer = load_model(data_args)
+        train = load_split(data_args, model.config, tokenizer, "train")
+        dev = load_split(data_args, model.config, tokenizer, "dev")
+        cache[key] = data_args, train, dev
+    data_args, train, dev = cache[key]
+    tasks = options.get("train_tasks") or list(train)
+    train, dev = {t: train[t] for t in tasks}, {t: dev[t] for t in tasks}
+    curve = {t: d.select(range(min(args.curve_rows, len(d)))) for t, d in dev.items()}
+    return data_args, train, dev, curve
+
+
 def make_trainer(data_args, train_data, eval_data, options, steps, args, out) -> MultiTaskTrainer:
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(data_args)
-    options = dict(options)
+    options = {k: v for k, v in options.items() if k not in DATA_KEYS}
     if options.pop("lora", False):
         model = add_lora(model)
     eval_steps = max(1, steps // args.curve_points)
@@ -105,39 +151,6 @@ def calibrate(data_args, train_data, options, args) -> float:
     return (clock.training_seconds() - clock.warm_start) / args.calibration_steps
 
 
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, (task, key) in zip(axes, METRICS.items(), strict=True):
-        for name, run in results["runs"].items():
-            points = [p for p in run["curve"] if key in p]
-            line, = ax.plot([p["minutes"] for p in points], [p[key] for p in points], marker="o", ms=3, label=name)
-            ax.plot([run["train_minutes"]], [run["dev"][key]], marker="*", ms=12, color=line.get_color())
-        ax.set_title(f"{task}: {key.removeprefix('eval_').replace('_', ' ')}")
-        ax.set_xlabel("training minutes (evaluation excluded)")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(f"Dev subsets ({results['curve_rows']} rows per task) during training; ★ full dev at the end. "
-                 f"{results['machine']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def table(results: dict) -> str:
-    lines = ["| technique | steps | s/step | train min | SST acc | Quora acc | STS Pearson | overall |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, run in results["runs"].items():
-        dev = run["dev"]
-        lines.append(f"| {name} | {run['steps']} | {run['seconds_per_step']:.2f} | {run['train_minutes']:.1f} | "
-                     f"{dev['eval_sst_accuracy']:.3f} | {dev['eval_quora_accuracy']:.3f} | "
-                     f"{dev['eval_sts_pearson']:.3f} | {dev.get('eval_overall', float('nan')):.3f} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
@@ -155,6 +168,9 @@ def main() -> None:
     parser.add_argument("--max-train-samples", type=int, default=None, help="for a quick smoke run")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="for a quick smoke run")
     parser.add_argument("--results", default="results", help="folder for the table, JSON and PNG")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in <results>/compare_techniques.json (same settings) and run "
+                             "only the missing techniques")
     args = parser.parse_args()
     names = [t.strip() for t in args.techniques.split(",")]
     unknown = [t for t in names if t not in TECHNIQUES]
@@ -163,14 +179,6 @@ def main() -> None:
 
     machine = cpu_info().describe()
     print(f"CPU: {machine}; torch {torch.__version__}; {args.budget_minutes:g} training minutes per technique")
-    data_args = ModelDataArguments(model_name_or_path=args.model, data_dir=args.data_dir, tasks="sst,quora,sts",
-                                   max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
-    model, tokenizer = load_model(data_args)
-    train_data = load_split(data_args, model.config, tokenizer, "train")
-    dev_data = load_split(data_args, model.config, tokenizer, "dev")
-    curve_data = {t: d.select(range(min(args.curve_rows, len(d)))) for t, d in dev_data.items()}
-    del model
-
     budget = args.budget_minutes * 60
     results = {"machine": machine, "torch": torch.__version__, "model": args.model, "budget_minutes":
                args.budget_minutes, "batch_per_task": args.batch, "learning_rate": args.learning_rate,
@@ -178,8 +186,26 @@ def main() -> None:
                "calibration_steps": args.calibration_steps, "runs": {}}
     out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)
+    summary = out_dir / "compare_techniques.json"
+    if args.resume and summary.exists():
+        previous = json.loads(summary.read_text())
+        differ = {k: (previous.get(k), v) for k, v in results.items() if k not in ("runs", "machine", "torch")
+                  and previous.get(k) != v}
+        if differ:
+            parser.error(f"--resume: {summary} was made with other settings {differ} (old, new); use another "
+                         "--results folder")
+        if previous["machine"] != machine:
+            print(f"note: the earlier runs ran on {previous['machine']}; each run records its own machine")
+        results["runs"] = previous["runs"]
+        for run in results["runs"].values():
+            run.setdefault("machine", previous["machine"])
+        print(f"--resume: keeping {list(results['runs'])}")
+    cache: dict = {}
     for name in names:
+        if name in results["runs"]:
+            continue
         options = TECHNIQUES[name]
+        data_args, train_data, dev_data, curve_data = technique_data(args, options, cache)
         per_step = calibrate(data_args, train_data, options, args)
         steps = max(1, math.floor(budget / per_step))
         print(f"\n== {name}: {per_step:.2f} s/step -> {steps} steps", flush=True)
@@ -190,24 +216,24 @@ def main() -> None:
             trainer.train()
             train_minutes = clock.training_seconds() / 60
             dev = trainer.evaluate(eval_dataset=dev_data)
-        results["runs"][name] = {
-            "options": options, "seconds_per_step": per_step, "steps": trainer.state.global_step,
+        run = {
+            "options": options, "machine": machine, "seconds_per_step": per_step, "steps": trainer.state.global_step,
             "planned_steps": steps, "stopped_at_time_limit": clock.overran, "train_minutes": train_minutes,
             "dev": {k: v for k, v in dev.items() if k.startswith("eval_") and "runtime" not in k
                     and "per_second" not in k},
             "curve": clock.points[:-1],  # the last point is the full-dev evaluation
             "log_history": trainer.state.log_history,
         }
-        print(json.dumps({k: round(v, 4) for k, v in results["runs"][name]["dev"].items()}), flush=True)
-        (out_dir / "compare_techniques.json").write_text(json.dumps(results, indent=1))  # keep what has run
+        results["runs"][name] = run
+        print(json.dumps({k: round(v, 4) for k, v in run["dev"].items()}), flush=True)
+        # one file per run (results/<folder>/<name>.json, with the settings), and the whole comparison so far
+        settings = {k: v for k, v in results.items() if k != "runs"}
+        (out_dir / f"{name}.json").write_text(json.dumps({"name": name, **settings, **run}, indent=1))
+        summary.write_text(json.dumps(results, indent=1))
 
-    text = table(results)
-    header = (f"Dev results after {args.budget_minutes:g} training minutes per technique on {machine}; MiniLM, "
-              f"concurrent sampling, B={args.batch} per task, lr {args.learning_rate:g}, SMART λ "
-              f"{args.smart_weights}"
-              + "".join(f"; {n}: {TECHNIQUES[n]}" for n in names if "learning_rate" in TECHNIQUES[n]) + ".\n\n")
-    (out_dir / "compare_techniques.md").write_text(header + text + "\n")
-    plot(results, out_dir / "compare_techniques.png")
+    text = render_table(results)
+    (out_dir / "compare_techniques.md").write_text(header(results, TECHNIQUES) + "\n\n" + text + "\n")
+    plot_curves(results, out_dir / "compare_techniques.png")
     print("\n" + text)
 
 

@@ -161,3 +161,22 @@ def test_label_smoothing_argument_reaches_the_loss(tmp_path, config, tokenizer):
     torch.testing.assert_close(loss, expected)
     assert not torch.allclose(loss, torch.nn.functional.cross_entropy(logits, labels))
     assert model.config.get_task("sst").label_smoothing == 0.3
+
+
+def test_max_train_minutes_stops_then_evaluates_and_saves(tmp_path, config, tokenizer):
+    """A run past its time limit stops at the next step boundary, evaluates and saves a checkpoint there."""
+    from hf_mtbert.training.trainer import TimeLimit
+
+    evals = task_datasets(config, {"sst": 8, "quora": 8, "sts": 8}, seed=100)
+    t = trainer(tmp_path, config, tokenizer, eval_data=evals, max_steps=40, max_train_minutes=1.0,
+                eval_strategy="steps", eval_steps=1000, save_strategy="steps", save_steps=1000)
+    limit, = [cb for cb in t.callback_handler.callbacks if isinstance(cb, TimeLimit)]
+    ticks = iter(range(0, 10_000, 25))
+    limit.clock = lambda: next(ticks)  # every reading of the clock: 25 s later
+    t.train()
+    # begin at 0 s; step n is checked at 25n s, so the limit of 60 s is passed at step 3
+    assert t.state.global_step == 3
+    assert [log["step"] for log in t.state.log_history if "eval_overall" in log] == [3]
+    assert (tmp_path / "checkpoint-3" / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="max_train_minutes must be > 0"):
+        args(tmp_path, max_train_minutes=0)

@@ -136,6 +136,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "Under DDP, contrast each rank's contrastive queries with the keys of every rank (world "
                   "size times the in-batch negatives; the loss then equals one process on the global batch)."},
     )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop training after this many minutes (evaluation time included), then evaluate and save "
+                  "as at the end of a run. The learning-rate schedule still follows max_steps/num_train_epochs, so "
+                  "size those to end near the limit; this is a guard, not a schedule."},
+    )
     cagrad_c: float = field(default=0.4, metadata={"help": "CAGrad's c: how far the update may leave the mean."})
     gradvac_beta: float = field(default=0.01, metadata={"help": "GradVac's EMA rate for the cosine targets."})
 
@@ -146,6 +152,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.use_cpu = True
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
+            raise ValueError(f"max_train_minutes must be > 0, got {self.max_train_minutes}")
         if self.sampling_strategy not in SAMPLERS:
             raise ValueError(f"sampling_strategy={self.sampling_strategy!r}; use one of {list(SAMPLERS)}")
         if self.epoch_size not in EPOCH_SIZES:

@@ -59,6 +59,29 @@ class _UpdateBregmanTeacher(TrainerCallback):
             teacher.update(self.trainer.model, state.global_step, state.max_steps)
 
 
+class TimeLimit(TrainerCallback):
+    """Stops training once `minutes` of wall time have passed since it began, and asks for the evaluation and the
+    checkpoint that the end of the run would bring (so a time-limited run loses nothing)."""
+
+    def __init__(self, minutes: float, clock=time.monotonic):
+        self.seconds, self.clock = minutes * 60, clock
+        self.start = None
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = self.clock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.clock() - self.start < self.seconds or state.global_step >= state.max_steps:
+            return
+        self.stopped_at = state.global_step
+        logger.warning(f"max_train_minutes={self.seconds / 60:g} reached at step {state.global_step} of "
+                       f"{state.max_steps}: stopping (evaluating and saving first)")
+        control.should_training_stop = True
+        control.should_evaluate = args.eval_strategy != "no"
+        control.should_save = args.save_strategy != "no"
+
+
 class MultiTaskTrainer(Trainer):
     """Trains one `MultiTaskBertModel` on several tasks.
 
@@ -124,6 +147,8 @@ class MultiTaskTrainer(Trainer):
                     "a perturbation that small mostly rounds away when the perturbed embeddings are cast to bf16, "
                     "so the regulariser sees almost nothing. Train in fp32 or raise smart_epsilon."
                 )
+        if args.max_train_minutes is not None:
+            self.add_callback(TimeLimit(args.max_train_minutes))
         self.bregman: BregmanTeacher | None = None  # made from the model at the first training step (or resume)
         if args.smart_bregman_weight > 0:
             self.add_callback(_UpdateBregmanTeacher(self))
