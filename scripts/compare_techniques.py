@@ -190,15 +190,19 @@ def main() -> None:
     if args.resume and summary.exists():
         previous = json.loads(summary.read_text())
         differ = {k: (previous.get(k), v) for k, v in results.items() if k not in ("runs", "machine", "torch")
-                  and previous.get(k) != v}
+                  and k in previous and previous[k] != v}  # a key older files lack is not compared
         if differ:
             parser.error(f"--resume: {summary} was made with other settings {differ} (old, new); use another "
                          "--results folder")
         if previous["machine"] != machine:
             print(f"note: the earlier runs ran on {previous['machine']}; each run records its own machine")
-        results["runs"] = previous["runs"]
+        results["runs"], results["machine"] = previous["runs"], previous["machine"]  # new runs record their own
         for run in results["runs"].values():
             run.setdefault("machine", previous["machine"])
+        settings = {k: v for k, v in results.items() if k != "runs"}
+        for name, run in results["runs"].items():  # comparisons made before per-run files existed
+            if not (out_dir / f"{name}.json").exists():
+                (out_dir / f"{name}.json").write_text(json.dumps({"name": name, **settings, **run}, indent=1))
         print(f"--resume: keeping {list(results['runs'])}")
     cache: dict = {}
     for name in names:

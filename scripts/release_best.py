@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--endpoint", default=None,
                         help="Hub to push to (default: a local stand-in; https://huggingface.co to publish)")
     parser.add_argument("--results", default=str(ROOT / "results/best"))
+    parser.add_argument("--card", default=str(ROOT / "model_cards/mtbert-minilm-cs224n.md"),
+                        help="where to write the model card as the Hub serves it")
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
     checkpoint = Path(config["output_dir"])
@@ -147,7 +149,7 @@ def main() -> None:
     })
     if not release["hub_matches_local"]:
         raise SystemExit(f"the pushed model answers differently from the local folder:\n{remote}\n{local}")
-    (ROOT / "model_cards/mtbert-minilm-cs224n.md").write_text(card)
+    Path(args.card).write_text(card)
     (results / "release.json").write_text(json.dumps(release, indent=1))
     print(json.dumps({k: v for k, v in release.items() if k != "hub_outputs"}, indent=1))
 

@@ -85,8 +85,9 @@ def plot_curves(results: dict, path: Path) -> None:
         ax.set_xlabel("training minutes (evaluation excluded)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    machines = sorted({run.get("machine", results["machine"]) for run in results["runs"].values()})
     fig.suptitle(f"Dev subsets ({results['curve_rows']} rows per task) during training; ★ full dev at the end. "
-                 f"{results['machine']}", fontsize=9)
+                 + "; ".join(machines), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -176,13 +177,18 @@ def with_reference(results: dict, reference: dict | None) -> dict:
     return {**results, "runs": {"none (sampling run)": reference["runs"]["none"], **results["runs"]}}
 
 
+def _minutes(value: float) -> str:
+    return f"{int(value)} min {round(value % 1 * 60):02d} s"
+
+
 def best_section(best: Path, data_dir: str | None) -> str:
     results = json.loads((best / "eval_results.json").read_text())
     release = json.loads((best / "release.json").read_text()) if (best / "release.json").exists() else {}
-    lines = [f"Machine: {results.get('machine', '?')}. Training: {results.get('train_steps', '?')} steps in "
-             f"{results.get('train_seconds', float('nan')) / 60:.1f} minutes"
-             + (f"; the whole `hf-mtbert train` command took {release['train_wall_minutes']:.1f} minutes "
-                "(dev evaluations included)" if "train_wall_minutes" in release else "") + ".", "",
+    lines = [f"Machine: {results.get('machine', '?')}. Training: {results.get('train_steps', '?')} steps; "
+             f"`train()` took {_minutes(results.get('train_seconds', float('nan')) / 60)} (its dev evaluations "
+             "included)"
+             + (f", the whole `hf-mtbert train` command {_minutes(release['train_wall_minutes'])}"
+                if "train_wall_minutes" in release else "") + ".", "",
              "| | SST acc | Quora acc | STS Pearson | overall |", "|---|---|---|---|---|",
              "| dev | " + " | ".join(_fmt(results.get(k)) for k in (*METRICS.values(), "eval_overall")) + " |",
              "| CS224N best reports (bert-base, GPU) | 0.528 | 0.877 | 0.868 | |",

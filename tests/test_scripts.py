@@ -97,7 +97,7 @@ def test_best_section_plots_from_dev_predictions(tmp_path):
     text = render_results.best_section(best, None)
     assert "| dev | 0.500 | – | – | – |" in text
     assert (best / "sst_confusion.png").stat().st_size > 1000 and (best / "sts_scatter.png").exists()
-    assert "3 steps in 1.0 minutes" in text
+    assert "3 steps; `train()` took 1 min 00 s" in text
 
 
 def test_compare_techniques_runs_and_resumes(tmp_path, minilm_path):
@@ -127,3 +127,40 @@ def test_compare_techniques_runs_and_resumes(tmp_path, minilm_path):
     changed = subprocess.run(base[:5] + ["0.05"] + base[6:] + ["--techniques", "none", "--resume"],
                              capture_output=True, text=True)
     assert changed.returncode == 2 and "other settings" in changed.stderr
+
+
+def test_release_best_predicts_pushes_and_checks(tmp_path, minilm_tokenizer):
+    """release_best.py --skip-train on a tiny trained-looking checkpoint: CS224N prediction files, a push to the
+    local Hub stand-in, and the repo's AutoModel and pipelines (package blocked) answering as the folder does."""
+    import torch
+
+    from hf_mtbert import MultiTaskBertConfig, MultiTaskBertModel
+
+    folder = tmp_path / "ckpt"
+    torch.manual_seed(0)
+    config = MultiTaskBertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=4, intermediate_size=37, max_position_embeddings=512)
+    MultiTaskBertModel(config).save_pretrained(folder)
+    minilm_tokenizer.save_pretrained(folder)
+    (folder / "eval_results.json").write_text(json.dumps({"eval_sst_accuracy": 0.25, "eval_overall": 0.5}))
+    (folder / "training_args.json").write_text(json.dumps({"learning_rate": 1e-4, "base_model": "some/bert"}))
+    (folder / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 3, "eval_overall": 0.5}],
+                                                           "best_model_checkpoint": None}))
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(f"output_dir: {folder}\n")
+    results, card = tmp_path / "results", tmp_path / "card.md"
+    subprocess.run([sys.executable, str(SCRIPTS / "release_best.py"), "--config", str(run_config), "--skip-train",
+                    "--repo-id", "someone/tiny", "--results", str(results), "--card", str(card)],
+                   check=True, capture_output=True)
+    release = json.loads((results / "release.json").read_text())
+    assert release["hub_matches_local"] is True
+    assert release["hub_model_class"].startswith("transformers_modules.")
+    assert release["dev_evaluations"] == [{"step": 3, "eval_overall": 0.5}]
+    assert set(release["hub_outputs"]) == {"sst_logits", "sentiment-mt", "paraphrase-mt", "similarity-mt"}
+    assert "someone/tiny" in card.read_text()
+    predicted = {p.name for p in (results / "predictions").iterdir()}
+    assert {"sst-test-output.csv", "sts-test-output.csv", "para-dev-output.csv"} <= predicted
+    from hf_mtbert.data import load_cs224n
+
+    lines = (results / "predictions" / "sst-test-output.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(load_cs224n("sst", "test"))
