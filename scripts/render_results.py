@@ -167,6 +167,20 @@ def hp_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def ensemble_table(record: dict) -> str:
+    """Per task: each checkpoint alone, the members chosen greedily on dev, and the ensemble."""
+    primary = {"sst": "accuracy", "quora": "accuracy", "sts": "pearson"}
+    names = record["checkpoints"]
+    lines = [f"Checkpoints: {', '.join(f'{i} = `{n}`' for i, n in enumerate(names))}. {record['note'].capitalize()}.",
+             "", "| task | metric | " + " | ".join(f"checkpoint {i}" for i in range(len(names)))
+             + " | members | ensemble |", "|---" * (len(names) + 4) + "|"]
+    for task, result in record["tasks"].items():
+        metric = primary.get(task, next(iter(result["metrics"])))
+        lines.append(f"| {task} | {metric} | " + " | ".join(_fmt(s[metric]) for s in result["single"])
+                     + f" | {', '.join(map(str, result['members']))} | {_fmt(result['metrics'][metric])} |")
+    return "\n".join(lines)
+
+
 def with_reference(results: dict, reference: dict | None) -> dict:
     """A group without a `none` run borrows the sampling group's (same budget, batch and learning rate) as its
     first row, so each table shows the plain multi-task run it is measured against."""
@@ -219,6 +233,9 @@ def summary(root: Path, data_dir: str | None) -> str:
     hp = root / "hp_search" / "hp_search.json"
     if hp.exists():
         parts.append("#### Hyper-parameter search (Optuna)\n\n" + hp_table(json.loads(hp.read_text())))
+    ensemble = root / "ensemble" / "ensemble_results.json"
+    if ensemble.exists():
+        parts.append("#### Ensemble (`hf-mtbert evaluate a,b`)\n\n" + ensemble_table(json.loads(ensemble.read_text())))
     if (root / "best" / "eval_results.json").exists():
         parts.append("#### The released configuration\n\n" + best_section(root / "best", data_dir))
     return "\n\n".join(parts) + "\n"

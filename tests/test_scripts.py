@@ -164,3 +164,15 @@ def test_release_best_predicts_pushes_and_checks(tmp_path, minilm_tokenizer):
 
     lines = (results / "predictions" / "sst-test-output.csv").read_text().splitlines()
     assert len(lines) == 1 + len(load_cs224n("sst", "test"))
+
+
+def test_ensemble_table():
+    single = [{"accuracy": 0.5}, {"accuracy": 0.4}]
+    record = {"checkpoints": ["a", "b"], "note": "members were chosen on these dev sets",
+              "tasks": {"sst": {"members": [0], "metrics": {"accuracy": 0.5}, "single": single},
+                        "sts": {"members": [0, 1], "metrics": {"pearson": 0.9},
+                                "single": [{"pearson": 0.8}, {"pearson": 0.85}]}}}
+    lines = render_results.ensemble_table(record).splitlines()
+    assert lines[0].startswith("Checkpoints: 0 = `a`, 1 = `b`. Members were chosen")
+    assert lines[4] == "| sst | accuracy | 0.500 | 0.400 | 0 | 0.500 |"
+    assert lines[5] == "| sts | pearson | 0.800 | 0.850 | 0, 1 | 0.900 |"
