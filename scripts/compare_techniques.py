@@ -36,7 +36,7 @@ from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtbert.training.run import ModelDataArguments, load_model, load_split
 
 sys.path.insert(0, str(Path(__file__).parent))
-from render_results import METRICS, header, plot_curves, render_table  # noqa: E402
+from render_results import METRICS, write_group  # noqa: E402
 
 logging.set_verbosity_error()
 
@@ -72,6 +72,12 @@ TECHNIQUES = {
                                   "pooling": "cls", "label_range": [0.0, 5.0]}]},
 }
 DATA_KEYS = ("train_tasks", "task_specs")
+
+
+def write_run(out_dir: Path, name: str, results: dict) -> None:
+    """results/<folder>/<name>.json: one run with the settings of its comparison."""
+    settings = {k: v for k, v in results.items() if k != "runs"}
+    (out_dir / f"{name}.json").write_text(json.dumps({"name": name, **settings, **results["runs"][name]}, indent=1))
 
 
 class TrainingClock(TrainerCallback):
@@ -199,10 +205,9 @@ def main() -> None:
         results["runs"], results["machine"] = previous["runs"], previous["machine"]  # new runs record their own
         for run in results["runs"].values():
             run.setdefault("machine", previous["machine"])
-        settings = {k: v for k, v in results.items() if k != "runs"}
-        for name, run in results["runs"].items():  # comparisons made before per-run files existed
+        for name in results["runs"]:  # comparisons made before per-run files existed
             if not (out_dir / f"{name}.json").exists():
-                (out_dir / f"{name}.json").write_text(json.dumps({"name": name, **settings, **run}, indent=1))
+                write_run(out_dir, name, results)
         print(f"--resume: keeping {list(results['runs'])}")
     cache: dict = {}
     for name in names:
@@ -230,15 +235,10 @@ def main() -> None:
         }
         results["runs"][name] = run
         print(json.dumps({k: round(v, 4) for k, v in run["dev"].items()}), flush=True)
-        # one file per run (results/<folder>/<name>.json, with the settings), and the whole comparison so far
-        settings = {k: v for k, v in results.items() if k != "runs"}
-        (out_dir / f"{name}.json").write_text(json.dumps({"name": name, **settings, **run}, indent=1))
+        write_run(out_dir, name, results)  # one file per run, and the whole comparison so far
         summary.write_text(json.dumps(results, indent=1))
 
-    text = render_table(results)
-    (out_dir / "compare_techniques.md").write_text(header(results, TECHNIQUES) + "\n\n" + text + "\n")
-    plot_curves(results, out_dir / "compare_techniques.png")
-    print("\n" + text)
+    print("\n" + write_group(results, out_dir))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from hf_mtbert.training import MultiTaskTrainingArguments
 from hf_mtbert.training.run import ModelDataArguments, hyperparameter_search
@@ -39,9 +38,6 @@ def main() -> None:
         per_device_eval_batch_size=128, warmup_steps=0.1, lr_scheduler_type="linear", length_bucketing=True,
         word_embeddings="freeze", bf16=args.bf16, save_strategy="no", eval_strategy="no", report_to=[], seed=0)
     record = hyperparameter_search(data_args, train_args, n_trials=args.trials)
-    record["settings"] = (f"{args.trials} trials of {args.max_steps} steps, B={args.batch}, "
-                          f"{args.max_eval_samples or 'all'} dev rows per task scored, base {args.model}")
-    Path(args.output_dir, "hp_search.json").write_text(json.dumps(record, indent=2))
     print(json.dumps(record["best"], indent=2))
 
 

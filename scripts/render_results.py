@@ -53,7 +53,7 @@ def render_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def header(results: dict, techniques: dict | None = None) -> str:
+def header(results: dict) -> str:
     """What every run of a comparison shares, and what each changed."""
     machines = sorted({run.get("machine", results["machine"]) for run in results["runs"].values()})
     text = (f"Full dev sets after {results['budget_minutes']:g} training minutes per technique; {results['model']}, "
@@ -91,6 +91,14 @@ def plot_curves(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_group(results: dict, folder: Path) -> str:
+    """A comparison's compare_techniques.md (header and table) and .png (dev curves); returns the table."""
+    text = render_table(results)
+    (folder / "compare_techniques.md").write_text(header(results) + "\n\n" + text + "\n")
+    plot_curves(results, folder / "compare_techniques.png")
+    return text
 
 
 def _read_predictions(path: Path) -> dict[str, float]:
@@ -222,9 +230,7 @@ def summary(root: Path, data_dir: str | None) -> str:
         folder = found[group].parent
         if group != "sampling":
             results = with_reference(results, reference)
-        text = render_table(results)
-        (folder / "compare_techniques.md").write_text(header(results) + "\n\n" + text + "\n")
-        plot_curves(results, folder / "compare_techniques.png")
+        text = write_group(results, folder)
         parts.append(f"#### {GROUPS.get(group, group)}\n\n{header(results)}\n\n{text}\n\n"
                      f"![dev curves]({folder / 'compare_techniques.png'})")
     simcse = root / "simcse_then_finetune.md"

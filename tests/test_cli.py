@@ -155,6 +155,7 @@ def test_hyperparameter_search_with_optuna(minilm_path, tmp_path):
     record = hyperparameter_search(data_args, args, n_trials=2)
     saved = json.loads((tmp_path / "hp" / "hp_search.json").read_text())
     assert saved == record and len(record["trials"]) == 2
+    assert record["settings"] == f"2 trials of 2 steps, B=4, 16 dev rows per task scored, base {minilm_path}"
     assert all(t["state"] == "COMPLETE" and -1.0 <= t["objective"] <= 1.0 for t in record["trials"])
     assert record["best"]["objective"] == max(t["objective"] for t in record["trials"])
     assert record["trials"][0]["params"]["learning_rate"] != record["trials"][1]["params"]["learning_rate"]

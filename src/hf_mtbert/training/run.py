@@ -232,7 +232,7 @@ def hyperparameter_search(data_args: ModelDataArguments, args: MultiTaskTraining
                           hp_space=default_hp_space) -> dict:
     """`Trainer.hyperparameter_search` with Optuna over `hp_space`, maximising `hp_objective` on the dev sets.
     Every trial's parameters and objective are written to `<output_dir>/hp_search.json`; returns that record."""
-    import optuna  # noqa: F401  (a clear ImportError if it is missing: pip install optuna)
+    import optuna  # before any work: a clear ImportError if it is missing (pip install optuna)
 
     model, tokenizer = load_model(data_args)
     train_data = load_split(data_args, model.config, tokenizer, "train")
@@ -251,8 +251,6 @@ def hyperparameter_search(data_args: ModelDataArguments, args: MultiTaskTraining
     best = trainer.hyperparameter_search(hp_space=hp_space, compute_objective=hp_objective, n_trials=n_trials,
                                          direction="maximize", backend="optuna", study_name="hf_mtbert",
                                          storage=storage, load_if_exists=False)
-    import optuna
-
     study = optuna.load_study(study_name="hf_mtbert", storage=storage)
     record = {
         "objective": "eval_overall (CS224N) or eval_mean_primary, on the dev sets",
@@ -261,6 +259,9 @@ def hyperparameter_search(data_args: ModelDataArguments, args: MultiTaskTraining
                     "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
                     if t.datetime_complete else None} for t in study.trials],
         "machine": cpu_info().describe(),
+        "settings": f"{n_trials} trials of {args.max_steps} steps, B={args.per_device_train_batch_size}, "
+                    f"{data_args.max_eval_samples or 'all'} dev rows per task scored, base "
+                    f"{data_args.model_name_or_path}",
     }
     with open(os.path.join(args.output_dir, "hp_search.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)

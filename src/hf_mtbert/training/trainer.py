@@ -66,7 +66,6 @@ class TimeLimit(TrainerCallback):
     def __init__(self, minutes: float, clock=time.monotonic):
         self.seconds, self.clock = minutes * 60, clock
         self.start = None
-        self.stopped_at: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = self.clock()
@@ -74,7 +73,6 @@ class TimeLimit(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.clock() - self.start < self.seconds or state.global_step >= state.max_steps:
             return
-        self.stopped_at = state.global_step
         logger.warning(f"max_train_minutes={self.seconds / 60:g} reached at step {state.global_step} of "
                        f"{state.max_steps}: stopping (evaluating and saving first)")
         control.should_training_stop = True
