@@ -5,6 +5,8 @@ on two batches of B=32, L=128 built from real SST sentences:
   - "full":   sentences joined until every row holds 128 real tokens (no padding);
   - "padded": one sentence per row, padded to 128 (what `padding="max_length"` gives).
 Prints throughput of both models, the ratio ours / transformers, and MFU against a matmul peak measured here.
+Then the kernel floor of the fp32 full-row forward: its GEMMs and attention kernel timed alone, which bounds the
+ratio any model running those kernels can reach on that row.
 
     HF_MTBERT_DATA_DIR=../shared/data/cs224n python benchmarks/bench_encoder.py [--repeats 5]
 """
@@ -19,6 +21,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoTokenizer, BertModel
 from transformers.utils import logging
 
@@ -72,6 +75,37 @@ def model_flops(config, attention_mask: torch.Tensor) -> float:
     lengths = attention_mask.sum(dim=1).double()
     attention = 2 * 2 * lengths * H  # per token per layer: scores and weighted sum over its sequence
     return float((lengths * layers * (dense + attention)).sum())
+
+
+def kernel_floor(config, batch: int, length: int, repeats: int) -> float:
+    """Best seconds for only the matmuls and the attention kernel of one inference forward on full rows.
+
+    Random fp32 data of the encoder's shapes (N = batch * length token rows), each GEMM in whichever weight layout
+    runs faster here (F.linear's transposed view or a contiguous pre-transposed copy), attention through SDPA, the
+    fastest CPU attention kernel we found. Everything else a forward does (embeddings, GELU, LayerNorm, residual adds,
+    reshapes) counts as free, so `transformers time / floor` is a ceiling on any speed-up over transformers that keeps
+    these kernels.
+    """
+    H, inter, nh = config.hidden_size, config.intermediate_size, config.num_attention_heads
+    N = batch * length
+    x, x_inter = torch.randn(N, H), torch.randn(N, inter)
+    qkv = torch.randn(3, batch, nh, length, H // nh)
+    gemms = [(x, 3 * H, H), (x, H, H), (x, inter, H), (x_inter, H, inter)]  # QKV, attention out, FFN in, FFN out
+    weights = [(torch.randn(out, k), torch.randn(out)) for _, out, k in gemms]
+    layouts = {
+        "linear": lambda: [F.linear(a, w, b) for (a, _, _), (w, b) in zip(gemms, weights)],
+        "pre-transposed": lambda: [torch.addmm(b, a, wt) for (a, _, _), (wt, b) in
+                                   zip(gemms, [(w.t().contiguous(), b) for w, b in weights])],
+    }
+    gemm_time = {}
+    with torch.inference_mode():
+        for name, run in layouts.items():
+            run()
+            # per layer, one call of each GEMM; timed as a whole layer's worth so call overheads count too
+            gemm_time[name] = min(_timed(run) for _ in range(repeats))
+        F.scaled_dot_product_attention(*qkv)
+        attention = min(_timed(lambda: F.scaled_dot_product_attention(*qkv)) for _ in range(repeats))
+    return config.num_hidden_layers * (min(gemm_time.values()) + attention)
 
 
 def step(model, inputs, train: bool):
@@ -150,6 +184,8 @@ def main() -> None:
                              args.batch / secs["transformers"], args.batch / secs["ours"],
                              secs["transformers"] / secs["ours"],
                              flops / secs["transformers"] / peaks[dtype], flops / secs["ours"] / peaks[dtype]))
+                if (mode, dtype, batch_name) == ("forward", torch.float32, "full"):
+                    full_fp32_secs = secs["transformers"]
                 print(f"  measured {mode} {dtype_name} {batch_name}", flush=True)
 
     print()
@@ -157,6 +193,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for mode, dt, batch, ref, ours, ratio, mfu_ref, mfu_ours in rows:
         print(f"| {mode} | {dt} | {batch} | {ref:.1f} | {ours:.1f} | {ratio:.2f}x | {mfu_ref:.0%} | {mfu_ours:.0%} |")
+    floor = kernel_floor(models["transformers"].config, args.batch, args.length, args.repeats)
+    print(f"\nKernel floor, fp32 forward on full rows: the GEMMs and SDPA alone take {floor * 1e3:.0f} ms against "
+          f"{full_fp32_secs * 1e3:.0f} ms for transformers, so no model that runs them can exceed "
+          f"{full_fp32_secs / floor:.2f}x transformers on that row: everything else in its forward is "
+          f"{1 - floor / full_fp32_secs:.0%} of its time.")
+    at_peak = model_flops(models["transformers"].config, batches["full"]["attention_mask"]) / peaks[torch.float32]
+    print(f"Those matmul FLOPs at the measured fp32 peak alone would take {at_peak * 1e3:.0f} ms: "
+          f"{full_fp32_secs / at_peak:.2f}x transformers, with every other op free and every kernel at peak.")
     print("\nMFU = matmul FLOPs needed for the real tokens (backward = 2x forward) per second / measured matmul "
           "peak; work spent on padding counts as waste.")
 
