@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("--smart-weights", default="sst=5,quora=3,sts=3", help="SMART's λ per task")
     parser.add_argument("--bf16", default="false", choices=["false", "true", "auto"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibration-steps", type=int, default=4)
+    parser.add_argument("--calibration-steps", type=int, default=12,
+                        help="timed steps (after 2 warm-up steps) that set each technique's seconds per step")
     parser.add_argument("--curve-points", type=int, default=6, help="evaluations on the dev subsets per run")
     parser.add_argument("--curve-rows", type=int, default=400, help="dev rows per task for the curves")
     parser.add_argument("--max-train-samples", type=int, default=None, help="for a quick smoke run")

@@ -39,6 +39,26 @@ def test_loads_from_plain_bert_config(minilm_path):
     assert config.task_names == ["sst", "quora", "sts"]
 
 
+def test_from_pretrained_overrides_are_validated(tmp_path):
+    """`from_pretrained(path, tasks=...)` must normalise and check the override as the constructor does (transformers
+    sets keyword overrides with setattr after construction, which skipped every check: the tasks stayed partial
+    dicts and the model then failed with KeyError: 'kind')."""
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128).save_pretrained(tmp_path)
+    config = MultiTaskBertConfig.from_pretrained(tmp_path, tasks=[{"name": "sst", "num_labels": 5}])
+    assert config.get_task("sst").kind == "classification" and config.tasks[0]["input"] == "single"
+    spec = MultiTaskBertConfig.from_pretrained(tmp_path, tasks=[TaskSpec(name="x", num_labels=3)]).tasks[0]
+    assert isinstance(spec, dict) and spec["num_labels"] == 3
+    with pytest.raises(ValueError, match="kind='nope'"):
+        MultiTaskBertConfig.from_pretrained(tmp_path, tasks=[{"name": "a", "kind": "nope"}])
+    with pytest.raises(ValueError, match="not a multiple of num_attention_heads=5"):
+        MultiTaskBertConfig.from_pretrained(tmp_path, num_attention_heads=5)
+    config, unused = MultiTaskBertConfig.from_pretrained(tmp_path, hidden_dropout_prob=0.3, not_a_field=1,
+                                                         return_unused_kwargs=True)
+    assert config.hidden_dropout_prob == 0.3 and config.hidden_size == 64 and unused == {"not_a_field": 1}
+
+
 def test_defaults_fill_in():
     spec = TaskSpec(name="nli", num_labels=3, input="pair")
     assert spec.pair_encoding == "cross"

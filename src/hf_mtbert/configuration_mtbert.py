@@ -7,7 +7,7 @@ transformers.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -315,6 +315,14 @@ class MultiTaskBertConfig(PretrainedConfig):
                 self.custom_pipelines = custom_pipelines()
         else:
             self.__dict__.pop("custom_pipelines", None)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> MultiTaskBertConfig:
+        # transformers applies keyword overrides (`from_pretrained(path, tasks=...)`) with setattr after building the
+        # config, which would skip every check above and leave `tasks` unnormalised. Our fields go to the constructor.
+        names = {f.name for f in fields(cls)}
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+        return super().from_dict({**config_dict, **overrides}, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -83,7 +83,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Label smoothing for every classification task (default: each task's own)."}
     )
     length_bucketing: bool = field(
-        default=False, metadata={"help": "Batch rows of similar length together (less padding)."}
+        default=False, metadata={"help": "Batch rows of similar length together (less padding). Each mega-batch is sorted by "
+                                    "length, then its batches come in a seeded random order."}
     )
     bucket_size_multiplier: int = field(
         default=50, metadata={"help": "Rows per length-sorted mega-batch, in global batches."}

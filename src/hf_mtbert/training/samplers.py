@@ -76,6 +76,10 @@ class TaskStream:
 
     With `lengths`, each permutation is cut into mega-batches of `bucket_size` rows, each sorted by length
     (longest first), so a batch holds rows of similar length and pads little (as transformers' LengthGroupedSampler).
+    `take_batch` then hands out the batches of about one mega-batch in a seeded random order. transformers keeps the
+    sorted order, so its steps run from the longest batches to the shortest in every mega-batch: step time falls
+    steadily for `bucket_size / batch` steps and restarts, and the first steps of a run (which a time calibration
+    measures) are the slowest ones.
     """
 
     def __init__(self, num_rows: int, seed: int, epoch: int, task_index: int,
@@ -83,6 +87,7 @@ class TaskStream:
         self.num_rows, self.key = num_rows, (seed, epoch, task_index)
         self.lengths, self.bucket_size = lengths, bucket_size
         self.cycle, self.order, self.position = 0, np.empty(0, dtype=np.int64), 0
+        self.refills, self.batches = 0, []
 
     def _permutation(self) -> np.ndarray:
         order = np.random.default_rng([*self.key, self.cycle]).permutation(self.num_rows)
@@ -102,6 +107,18 @@ class TaskStream:
             self.position += len(part)
             count -= len(part)
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def take_batch(self, size: int) -> np.ndarray:
+        """The next batch of `size` rows. With bucketing, consecutive length-sorted batches are drawn a mega-batch
+        at a time and handed out shuffled, so batch lengths do not trend within a run."""
+        if self.lengths is None or not self.bucket_size:
+            return self.take(size)
+        if not self.batches:
+            drawn = [self.take(size) for _ in range(max(1, self.bucket_size // size))]
+            shuffle = np.random.default_rng([*self.key, self.refills, 1]).permutation(len(drawn))
+            self.refills += 1
+            self.batches = [drawn[i] for i in shuffle[::-1]]  # popped from the end
+        return self.batches.pop()
 
 
 class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -206,7 +223,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         }
         for task in schedule:
             tasks = self.tasks if task is None else [task]
-            draws = {t: streams[t].take(self.global_batch(t)) for t in tasks}
+            draws = {t: streams[t].take_batch(self.global_batch(t)) for t in tasks}
             for micro in range(self.accumulation):
                 batch: list[int] = []
                 for t in tasks:
@@ -230,6 +247,9 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
             "num_epochs": self.num_epochs,
             "temperature": self.temperature,
             "steps_per_epoch": self.steps_per_epoch,
+            # the batch order of length bucketing (checkpoints from before it was shuffled lack this key)
+            "length_bucketing": None if self.lengths is None or not self.bucket_size else
+            {"bucket_size": self.bucket_size, "batch_order": "shuffled"},
         }
 
     def check_resumable(self, saved: dict) -> None:
