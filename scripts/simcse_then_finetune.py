@@ -94,7 +94,7 @@ def simcse_stage(args, out: Path) -> dict:
 
 def finetune(args, start: str, minutes: float, seconds_per_step: float, out: str) -> dict:
     data_args = ModelDataArguments(model_name_or_path=start, tasks="sst,quora,sts", data_dir=args.data_dir,
-                                   max_eval_samples=args.max_eval_samples)
+                                   max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
     from hf_mtbert.training.run import load_model
 
     model, tokenizer = load_model(data_args)
@@ -147,6 +147,8 @@ def main() -> None:
     parser.add_argument("--calibration-steps", type=int, default=8)
     parser.add_argument("--bf16", default="false", choices=["false", "true", "auto"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train-samples", type=int, default=None,
+                        help="fine-tune rows per task (default: all; for a quick smoke run)")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="dev rows per task (default: all)")
     parser.add_argument("--reuse-simcse", action="store_true",
                         help="keep a finished SimCSE stage in --output and run only the fine-tunes (for reruns)")
@@ -170,7 +172,8 @@ def main() -> None:
     results["embeddings_after_simcse"] = quality(str(out / "simcse"), args.data_dir)
     print("SimCSE:", results["simcse"], results["embeddings_after_simcse"], flush=True)
 
-    data_args = ModelDataArguments(model_name_or_path=args.model, tasks="sst,quora,sts", data_dir=args.data_dir)
+    data_args = ModelDataArguments(model_name_or_path=args.model, tasks="sst,quora,sts", data_dir=args.data_dir,
+                                   max_train_samples=args.max_train_samples)
     from hf_mtbert.training.run import load_model
 
     model, tokenizer = load_model(data_args)

@@ -77,3 +77,17 @@ def fake_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_tokenizer) -> str:
+    """A plain transformers BERT checkpoint folder (random weights, MiniLM's tokenizer), as any user's would be."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64)
+    BertModel(config).save_pretrained(folder)
+    minilm_tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -8,23 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-from transformers import BertConfig, BertModel
-
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, minilm_tokenizer) -> str:
-    """A plain transformers BERT checkpoint (random weights, MiniLM's tokenizer), as any user's would be."""
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64)
-    BertModel(config).save_pretrained(folder)
-    minilm_tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def run(script: str, *args: str) -> str:

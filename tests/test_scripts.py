@@ -129,6 +129,24 @@ def test_compare_techniques_runs_and_resumes(tmp_path, minilm_path):
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
+def test_simcse_then_finetune_runs(tmp_path, tiny_bert):
+    """The SimCSE-then-fine-tune comparison end to end at toy size: both runs, the embedding measures, the table."""
+    text = tmp_path / "wiki.txt"
+    text.write_text("\n".join(f"sentence number {i} is about topic {i % 7}." for i in range(40)) + "\n")
+    results = tmp_path / "results"
+    subprocess.run([sys.executable, str(SCRIPTS / "simcse_then_finetune.py"), "--model", tiny_bert, "--text",
+                    str(text), "--simcse-minutes", "0.01", "--finetune-minutes", "0.01", "--calibration-steps", "1",
+                    "--simcse-batch", "8", "--batch", "4", "--max-train-samples", "16", "--max-eval-samples", "8",
+                    "--output", str(tmp_path / "ckpt"), "--results", str(results)], check=True, capture_output=True)
+    saved = json.loads((results / "simcse_then_finetune.json").read_text())
+    assert set(saved["runs"]) == {"SimCSE, then fine-tune", "fine-tune alone"}
+    assert saved["simcse"]["steps"] >= 1 and saved["settings"]["max_train_samples"] == 16
+    for run in saved["runs"].values():
+        assert {"eval_sst_accuracy", "eval_quora_accuracy", "eval_sts_pearson"} <= set(run["dev"])
+        assert -1.0 <= run["embeddings"]["sts_spearman_cosine"] <= 1.0
+    assert "| fine-tune alone |" in (results / "simcse_then_finetune.md").read_text()
+
+
 def test_release_best_predicts_pushes_and_checks(tmp_path, minilm_tokenizer):
     """release_best.py --skip-train on a tiny trained-looking checkpoint: CS224N prediction files, a push to the
     local Hub stand-in, and the repo's AutoModel and pipelines (package blocked) answering as the folder does."""
