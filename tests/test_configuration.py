@@ -112,3 +112,13 @@ def test_get_task_errors_list_known_tasks():
         config.get_task(None)
     single = MultiTaskBertConfig(tasks=[{"name": "only", "num_labels": 3}])
     assert single.get_task(None).name == "only"
+
+
+def test_model_from_pretrained_task_override(tiny_bert):
+    """Config keywords given to the model's from_pretrained go through the same checks."""
+    from hf_mtbert import MultiTaskBertModel
+
+    model = MultiTaskBertModel.from_pretrained(tiny_bert, tasks=[{"name": "sst", "num_labels": 5}])
+    assert model.config.task_names == ["sst"] and list(model.heads) == ["sst"]
+    with pytest.raises(ValueError, match="regression task has num_labels=1"):
+        MultiTaskBertModel.from_pretrained(tiny_bert, tasks=[{"name": "s", "kind": "regression", "num_labels": 5}])
