@@ -30,6 +30,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from hf_mtbert.configuration_mtbert import default_tasks
 from hf_mtbert.hardware import cpu_info
 from hf_mtbert.lora import add_lora
 from hf_mtbert.training import MultiTaskTrainer, MultiTaskTrainingArguments
@@ -61,6 +62,8 @@ TECHNIQUES = {
     "sst_only": {"train_tasks": ["sst"]},
     "quora_only": {"train_tasks": ["quora"]},
     "sts_only": {"train_tasks": ["sts"]},
+    # SST's head on the mean of the token states instead of BERT's pooler ([CLS]); MiniLM was trained mean-pooled
+    "sst_only_mean": {"train_tasks": ["sst"], "task_specs": [{**default_tasks()[0], "pooling": "mean"}]},
     # Task loss weighting (concurrent sampling)
     "loss_magnitude": {"task_weighting": "loss_magnitude"},
     "uncertainty": {"task_weighting": "uncertainty"},

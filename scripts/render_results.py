@@ -33,6 +33,8 @@ GROUPS = {
     "surgery": "Gradient surgery: PCGrad, CAGrad, GradVac",
     "pairs": "Cross- against bi-encoder pairs",
     "lora_vs_full": "LoRA against full fine-tuning",
+    "pooling": "SST's head on BERT's pooler ([CLS]) against the mean of the token states (seed 0)",
+    "pooling/seed1": "The same two runs, seed 1",
 }
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -192,7 +194,7 @@ def ensemble_table(record: dict) -> str:
 def with_reference(results: dict, reference: dict | None) -> dict:
     """A group without a `none` run borrows the sampling group's (same budget, batch and learning rate) as its
     first row, so each table shows the plain multi-task run it is measured against."""
-    same = ("budget_minutes", "batch_per_task", "learning_rate", "model", "bf16")
+    same = ("budget_minutes", "batch_per_task", "learning_rate", "model", "bf16", "calibration_steps")
     if "none" in results["runs"] or reference is None or "none" not in reference["runs"] or any(
             results[k] != reference[k] for k in same):
         return results

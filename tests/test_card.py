@@ -43,6 +43,8 @@ def test_card_carries_the_checkpoints_own_results(folder):
     assert "| sst | accuracy | 0.4512 |" in text and "| all three | CS224N overall | 0.7399 |" in text
     assert "| sampling_strategy | sqrt |" in text and "| optimizer steps | 1319 |" in text
     assert "Test CPU" in text and "Quora caveat" in text
+    assert "| one sentence, [CLS] pooler |" in text  # each head says what it pools
+    assert "| sentence pair, encoded apart, mean of the token states |" in text
     for task in ("sentiment-mt", "paraphrase-mt", "similarity-mt"):
         assert f'pipeline("{task}", model="someone/mtbert", trust_remote_code=True)' in text
     assert "gao2021simcse" not in text and "jiang2020smart" in text and "yu2020gradient" in text

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from hf_mtbert import MultiTaskBertConfig
 from hf_mtbert.cli import main
 
 
@@ -54,6 +55,8 @@ def trained(minilm_path, tmp_path_factory):
         "save_strategy: 'no'\n"
         "eval_strategy: 'no'\n"
         "disable_tqdm: true\n"
+        "task_specs:\n"  # a list in YAML (a JSON string on the command line): SST's head on the token mean
+        "  - {name: sst, num_labels: 5, pooling: mean}\n"
     )
     main(["train", str(config)])
     return out / "model"
@@ -68,6 +71,22 @@ def test_train_from_yaml_saves_a_loadable_model_and_dev_metrics(trained, capsys)
     assert results["train_steps"] == 2
     model = AutoModel.from_pretrained(str(trained))
     assert model.config.task_names == ["sst", "sts"]
+    assert model.config.get_task("sst").pooling == "mean" and model.config.get_task("sts").pooling == "mean"
+    assert model.config.get_task("sst").kind == "classification"
+
+
+def test_task_specs_forms():
+    from hf_mtbert.training.run import ModelDataArguments, task_spec_dicts
+
+    config = MultiTaskBertConfig()
+    as_json = ModelDataArguments(tasks="sst,sts", task_specs='[{"name": "sts", "pair_encoding": "cross", '
+                                 '"kind": "regression", "input": "pair", "label_range": [0, 5]}]')
+    specs = task_spec_dicts(as_json, config)
+    assert specs[0] == config.tasks[0] and specs[1]["pair_encoding"] == "cross"
+    for bad, message in (("[{oops", "not valid JSON"), ('{"name": "sst"}', "must be a list"),
+                         ([{"pooling": "mean"}], "each with a 'name'")):
+        with pytest.raises(ValueError, match=message):
+            task_spec_dicts(ModelDataArguments(tasks="sst", task_specs=bad), config)
 
 
 def test_evaluate_a_checkpoint(trained, capsys):

@@ -76,6 +76,8 @@ def _describe(task: dict[str, Any]) -> dict[str, str]:
         inputs = "sentence pair, " + ("encoded together" if task["pair_encoding"] == "cross" else "encoded apart")
     else:
         inputs = "one sentence"
+    if task["kind"] != "mlm":
+        inputs += ", [CLS] pooler" if task.get("pooling") == "cls" else ", mean of the token states"
     if task["kind"] == "classification":
         head = f"{task['num_labels']} classes ({', '.join(task['id2label'].values())})"
     elif task["kind"] == "regression":

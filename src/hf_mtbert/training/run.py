@@ -46,8 +46,9 @@ class ModelDataArguments:
     eval_files: str | None = field(default=None, metadata={"help": "Your own dev data per task, like train_files."})
     task_specs: str | None = field(
         default=None,
-        metadata={"help": "JSON list of task specs for tasks that are not CS224N tasks (see TaskSpec); CS224N "
-                  "tasks get their standard heads."},
+        metadata={"help": "JSON list of task specs (see TaskSpec): the heads of tasks that are not CS224N tasks, "
+                  "or a replacement for a CS224N task's standard head (e.g. SST with pooling 'mean'). In a YAML run "
+                  "file it may be written as a list."},
     )
     max_length: int = field(default=128, metadata={"help": "Tokens per sequence (longer ones are truncated)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows per task."})
@@ -71,9 +72,23 @@ class ModelDataArguments:
         return names
 
 
+def _spec_list(value: str | list | None) -> list[dict]:
+    """--task_specs as a JSON string, or already a list (from a YAML run file)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"task_specs={value!r} is not valid JSON: {err}") from None
+    if not isinstance(value, list) or not all(isinstance(s, dict) and "name" in s for s in value):
+        raise ValueError(f"task_specs must be a list of task specs, each with a 'name', got {value!r}")
+    return value
+
+
 def task_spec_dicts(data_args: ModelDataArguments, config: MultiTaskBertConfig) -> list[dict]:
     """The head of each requested task: from --task_specs, else the checkpoint's own, else the CS224N one."""
-    custom = {s["name"]: s for s in json.loads(data_args.task_specs)} if data_args.task_specs else {}
+    custom = {s["name"]: s for s in _spec_list(data_args.task_specs)}
     own = {s["name"]: s for s in config.tasks}
     specs = []
     for name in data_args.task_names():
