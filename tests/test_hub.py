@@ -218,3 +218,40 @@ def test_cli_push_then_every_pipeline_from_the_repo_without_the_package(fake_hub
         assert rounded(got[revision]) == rounded(_local_pipeline_outputs(folder)), revision
     assert rounded(got["main"]) != rounded(got["v2"])  # each revision its own weights
     assert fake_hub.unhandled == []
+
+
+def _dead_endpoint(monkeypatch) -> str:
+    """Point the Hub at a local port nothing listens on: the network is down, HF_HUB_OFFLINE is not set."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    return endpoint
+
+
+def test_unreachable_hub_fails_fast_or_uses_the_cache(fake_hub, checkpoint, monkeypatch, caplog):
+    """No network and no HF_HUB_OFFLINE: a repo id that is not cached fails at once with our message (before
+    huggingface_hub's ~25 s of retries per file), and one that is cached loads from the cache."""
+    folder, model = checkpoint
+    push_checkpoint(folder, REPO)
+    online = MultiTaskBertModel.from_pretrained(REPO).eval()  # fills the cache
+    endpoint = _dead_endpoint(monkeypatch)
+    with pytest.raises(OSError, match=r"'test-user/never-pushed' is not a local folder, the Hub cannot be reached "
+                                      rf"\({endpoint}: .+\), and it is not in the local cache"):
+        MultiTaskBertModel.from_pretrained("test-user/never-pushed")
+    with pytest.raises(OSError, match="the Hub cannot be reached"):  # the CLI loads the config first
+        MultiTaskBertConfig.from_pretrained("test-user/never-pushed")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            cached = MultiTaskBertModel.from_pretrained(REPO).eval()
+    finally:
+        hf_logging.disable_propagation()
+    assert "loading 'test-user/tiny-mtbert' from the local cache" in caplog.text
+    torch.testing.assert_close(sst_logits(cached), sst_logits(online), rtol=0, atol=0)

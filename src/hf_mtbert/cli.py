@@ -80,7 +80,8 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
     from .training.run import summarize, train
 
     data_args, train_args = _parse_run_args(rest, TRAIN_DEFAULTS)
-    print(f"training {data_args.tasks} from {data_args.model_name_or_path} on {cpu_info().describe()}; "
+    tasks = data_args.tasks or "the checkpoint's tasks (CS224N for a plain BERT)"
+    print(f"training {tasks} from {data_args.model_name_or_path} on {cpu_info().describe()}; "
           f"bf16={'on' if train_args.bf16 else 'off'}")
     metrics = train(data_args, train_args)
     print(f"\nsaved to {train_args.output_dir}; dev metrics:\n{summarize(metrics)}")

@@ -7,10 +7,18 @@ transformers.
 from __future__ import annotations
 
 import copy
+import os
+import socket
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlparse
 
 from transformers import PretrainedConfig
+from transformers.utils import logging
+from transformers.utils.hub import constants as hub_constants
+from transformers.utils.hub import is_offline_mode, try_to_load_from_cache
+
+logger = logging.get_logger(__name__)
 
 TASK_KINDS = ("classification", "regression", "contrastive", "mlm")
 # Contrastive objectives: SimCSE on two dropout views of one sentence, SimCSE on (anchor, positive[, hard negative])
@@ -21,6 +29,49 @@ TASK_INPUTS = ("single", "pair")
 PAIR_ENCODINGS = ("cross", "bi")
 BI_COMBINES = ("concat", "cosine")
 POOLINGS = ("cls", "mean")
+
+
+def _hub_unreachable(name: str) -> str | None:
+    """Why the Hub endpoint cannot be reached to download `name`, or None when that does not apply: `name` is a
+    local folder, offline mode is on (transformers then uses the cache itself), a proxy is configured (a direct
+    connection says nothing about it), or a TCP connection to the endpoint opens within 3 s."""
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if os.path.isdir(name) or is_offline_mode() or any(os.environ.get(v) for v in proxies):
+        return None
+    endpoint = urlparse(hub_constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=3).close()
+    except OSError as err:
+        return f"{hub_constants.ENDPOINT}: {err.strerror or err}"
+    return None
+
+
+def hub_load_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments for `name` when the network is down but HF_HUB_OFFLINE is not set.
+
+    huggingface_hub would retry every file for about 25 s before failing or falling back to the cache. Instead: a
+    repo id that is cached loads from the cache at once (`local_files_only`, with a warning), one that is not fails
+    at once with an error that says why. Anything else (a folder, a reachable Hub, offline mode) is left as it is.
+    """
+    if kwargs.get("local_files_only"):
+        return kwargs
+    unreachable = _hub_unreachable(name)
+    if not unreachable:
+        return kwargs
+    try:
+        cached = try_to_load_from_cache(name, "config.json", cache_dir=kwargs.get("cache_dir"),
+                                        revision=kwargs.get("revision"))
+    except ValueError:  # not a repo id either: transformers says so, without the network
+        return kwargs
+    if not isinstance(cached, str):
+        raise OSError(
+            f"{name!r} is not a local folder, the Hub cannot be reached ({unreachable}), and it is not in the local "
+            "cache. Pass a local checkpoint folder, or load it on a machine with network access (HF_HUB_OFFLINE=1 "
+            "makes every load use the cache without trying the network)."
+        )
+    logger.warning(f"the Hub cannot be reached ({unreachable}); loading {name!r} from the local cache")
+    return {**kwargs, "local_files_only": True}
 
 
 def _choice(task: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -317,6 +368,11 @@ class MultiTaskBertConfig(PretrainedConfig):
             self.__dict__.pop("custom_pipelines", None)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args: Any, **kwargs: Any) -> MultiTaskBertConfig:
+        kwargs = hub_load_kwargs(str(pretrained_model_name_or_path), kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> MultiTaskBertConfig:
         # transformers applies keyword overrides (`from_pretrained(path, tasks=...)`) with setattr after building the
         # config, which would skip every check above and leave `tasks` unnormalised. Our fields go to the constructor.
@@ -359,4 +415,5 @@ class MultiTaskBertConfig(PretrainedConfig):
         raise ValueError(f"unknown task {name!r}; this model has tasks {self.task_names}")
 
 
-__all__ = ["DEFAULT_PIPELINE_REPO", "MultiTaskBertConfig", "TaskSpec", "custom_pipelines", "default_tasks"]
+__all__ = ["DEFAULT_PIPELINE_REPO", "MultiTaskBertConfig", "TaskSpec", "custom_pipelines", "default_tasks",
+           "hub_load_kwargs"]

@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 from transformers.utils.hub import is_offline_mode
 
-from .configuration_mtbert import MultiTaskBertConfig, TaskSpec
+from .configuration_mtbert import MultiTaskBertConfig, TaskSpec, hub_load_kwargs
 
 
 @dataclass
@@ -509,10 +509,11 @@ class MultiTaskBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        name = str(pretrained_model_name_or_path)
+        kwargs = hub_load_kwargs(name, kwargs)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except OSError as err:
-            name = str(pretrained_model_name_or_path)
             if is_offline_mode() and not os.path.isdir(name):
                 raise OSError(
                     f"{name!r} is not a local folder and HF_HUB_OFFLINE is set, so it cannot be downloaded from the "
