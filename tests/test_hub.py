@@ -238,8 +238,14 @@ def test_unreachable_hub_fails_fast_or_uses_the_cache(fake_hub, checkpoint, monk
     huggingface_hub's ~25 s of retries per file), and one that is cached loads from the cache."""
     folder, model = checkpoint
     push_checkpoint(folder, REPO)
+    from hf_mtbert.checkpoint import load_tokenizer
+
     online = MultiTaskBertModel.from_pretrained(REPO).eval()  # fills the cache
+    vocab = load_tokenizer(REPO).get_vocab()
     endpoint = _dead_endpoint(monkeypatch)
+    assert load_tokenizer(REPO).get_vocab() == vocab
+    with pytest.raises(OSError, match="the Hub cannot be reached"):
+        load_tokenizer("test-user/never-pushed")
     with pytest.raises(OSError, match=r"'test-user/never-pushed' is not a local folder, the Hub cannot be reached "
                                       rf"\({endpoint}: .+\), and it is not in the local cache"):
         MultiTaskBertModel.from_pretrained("test-user/never-pushed")

@@ -7,11 +7,17 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from .configuration_mtbert import MultiTaskBertConfig
+from .configuration_mtbert import MultiTaskBertConfig, hub_load_kwargs
 from .modeling_mtbert import MultiTaskBertModel
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_ALIASES = ("minilm", MINILM_HUB_ID)
+
+
+def load_tokenizer(path: str):
+    """`AutoTokenizer.from_pretrained(path)`, from the cache at once when the Hub cannot be reached (see
+    `hub_load_kwargs`)."""
+    return AutoTokenizer.from_pretrained(path, **hub_load_kwargs(str(path), {}))
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -50,7 +56,7 @@ def build_checkpoint(
     path = resolve_model_path(base)
     config = MultiTaskBertConfig.from_pretrained(path, **({"tasks": tasks} if tasks is not None else {}))
     model = MultiTaskBertModel.from_pretrained(path, config=config)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)

@@ -32,9 +32,12 @@ def _cmd_init(args: argparse.Namespace) -> None:
 
 def _load(path: str):
     # No trust_remote_code needed: importing this package (cli lives in it) registered the Auto classes.
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    from .checkpoint import load_tokenizer
+    from .configuration_mtbert import hub_load_kwargs
+
+    return AutoModel.from_pretrained(path, **hub_load_kwargs(path, {})), load_tokenizer(path)
 
 
 # What `hf-mtbert train` uses when nothing is given: a run of about 15 minutes on a 2-core CPU.

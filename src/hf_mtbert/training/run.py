@@ -7,10 +7,9 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from transformers import AutoTokenizer
 from transformers.utils import logging
 
-from ..checkpoint import resolve_model_path
+from ..checkpoint import load_tokenizer, resolve_model_path
 from ..configuration_mtbert import MultiTaskBertConfig
 from ..data import CS224N_TASKS, cs224n_task_spec, load_cs224n, load_task_data, tokenize_dataset
 from ..hardware import cpu_info
@@ -115,7 +114,7 @@ def load_model(data_args: ModelDataArguments) -> tuple[MultiTaskBertModel, objec
         if data_args.task_names() != model.config.task_names:
             raise ValueError(f"{path} is a LoRA adapter for tasks {model.config.task_names}; it cannot be given "
                              f"other tasks ({data_args.task_names()})")
-        return model, AutoTokenizer.from_pretrained(path)
+        return model, load_tokenizer(path)
     config = MultiTaskBertConfig.from_pretrained(path)  # a plain BERT config gets the default tasks
     if data_args.tasks is None:
         data_args.tasks = ",".join(config.task_names)
@@ -123,7 +122,7 @@ def load_model(data_args: ModelDataArguments) -> tuple[MultiTaskBertModel, objec
     if config.tasks != specs:
         config = MultiTaskBertConfig.from_pretrained(path, tasks=specs)
     model = MultiTaskBertModel.from_pretrained(path, config=config)
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, load_tokenizer(path)
 
 
 def load_split(data_args: ModelDataArguments, config, tokenizer, split: str) -> dict:
@@ -323,7 +322,7 @@ def evaluate_embeddings(data_args: ModelDataArguments, pooling: str = "mean", ba
 
     path = resolve_model_path(data_args.model_name_or_path)
     model = MultiTaskBertModel.from_pretrained(path, config=MultiTaskBertConfig.from_pretrained(path))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     files = parse_task_values(data_args.eval_files, "eval_files", lambda v: v)
     spec = cs224n_task_spec("sts")
     dev = load_task_data(files["sts"], spec, "validation") if "sts" in files else load_cs224n("sts", "dev",
