@@ -28,6 +28,7 @@ METRICS = {"sst": "eval_sst_accuracy", "quora": "eval_quora_accuracy", "sts": "e
 GROUPS = {
     "single_task": "Single-task baselines against multi-task training",
     "sampling": "Task sampling regimes",
+    "sampling_shuffled": "Task sampling regimes again, after the bucketing-order fix (runs use their full budget)",
     "weighting": "Task loss weighting",
     ".": "SMART and PCGrad",
     "surgery": "Gradient surgery: PCGrad, CAGrad, GradVac",
