@@ -253,11 +253,17 @@ def test_unreachable_hub_fails_fast_or_uses_the_cache(fake_hub, checkpoint, monk
         MultiTaskBertConfig.from_pretrained("test-user/never-pushed")
     from transformers.utils import logging as hf_logging
 
+    from hf_mtbert.training.run import ModelDataArguments, load_model
+
     hf_logging.enable_propagation()
     try:
         with caplog.at_level("WARNING"):
             cached = MultiTaskBertModel.from_pretrained(REPO).eval()
+            assert "loading 'test-user/tiny-mtbert' from the local cache" in caplog.text
+            caplog.clear()
+            loaded, _ = load_model(ModelDataArguments(model_name_or_path=REPO))  # config, model and tokenizer
+            assert caplog.text.count("from the local cache") == 1
     finally:
         hf_logging.disable_propagation()
-    assert "loading 'test-user/tiny-mtbert' from the local cache" in caplog.text
     torch.testing.assert_close(sst_logits(cached), sst_logits(online), rtol=0, atol=0)
+    torch.testing.assert_close(sst_logits(loaded.eval()), sst_logits(online), rtol=0, atol=0)

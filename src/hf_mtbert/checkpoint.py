@@ -14,10 +14,10 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_ALIASES = ("minilm", MINILM_HUB_ID)
 
 
-def load_tokenizer(path: str):
-    """`AutoTokenizer.from_pretrained(path)`, from the cache at once when the Hub cannot be reached (see
-    `hub_load_kwargs`)."""
-    return AutoTokenizer.from_pretrained(path, **hub_load_kwargs(str(path), {}))
+def load_tokenizer(path: str, **kwargs: Any):
+    """`AutoTokenizer.from_pretrained(path, **kwargs)`, from the cache at once when the Hub cannot be reached (see
+    `hub_load_kwargs`; pass what it returned for the model to skip a second check)."""
+    return AutoTokenizer.from_pretrained(path, **hub_load_kwargs(str(path), kwargs))
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -54,9 +54,10 @@ def build_checkpoint(
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} is not empty; choose another folder or pass overwrite=True (--overwrite)")
     path = resolve_model_path(base)
-    config = MultiTaskBertConfig.from_pretrained(path, **({"tasks": tasks} if tasks is not None else {}))
-    model = MultiTaskBertModel.from_pretrained(path, config=config)
-    tokenizer = load_tokenizer(path)
+    hub = hub_load_kwargs(path, {})  # with the Hub down, one check and one warning cover the three loads
+    config = MultiTaskBertConfig.from_pretrained(path, **hub, **({"tasks": tasks} if tasks is not None else {}))
+    model = MultiTaskBertModel.from_pretrained(path, config=config, **hub)
+    tokenizer = load_tokenizer(path, **hub)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)

@@ -37,7 +37,8 @@ def _load(path: str):
     from .checkpoint import load_tokenizer
     from .configuration_mtbert import hub_load_kwargs
 
-    return AutoModel.from_pretrained(path, **hub_load_kwargs(path, {})), load_tokenizer(path)
+    hub = hub_load_kwargs(path, {})
+    return AutoModel.from_pretrained(path, **hub), load_tokenizer(path, **hub)
 
 
 # What `hf-mtbert train` uses when nothing is given: a run of about 15 minutes on a 2-core CPU.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from transformers.utils import logging
 
 from ..checkpoint import load_tokenizer, resolve_model_path
-from ..configuration_mtbert import MultiTaskBertConfig
+from ..configuration_mtbert import MultiTaskBertConfig, hub_load_kwargs
 from ..data import CS224N_TASKS, cs224n_task_spec, load_cs224n, load_task_data, tokenize_dataset
 from ..hardware import cpu_info
 from ..lora import add_lora, is_lora_folder, load_lora, save_lora
@@ -115,14 +115,15 @@ def load_model(data_args: ModelDataArguments) -> tuple[MultiTaskBertModel, objec
             raise ValueError(f"{path} is a LoRA adapter for tasks {model.config.task_names}; it cannot be given "
                              f"other tasks ({data_args.task_names()})")
         return model, load_tokenizer(path)
-    config = MultiTaskBertConfig.from_pretrained(path)  # a plain BERT config gets the default tasks
+    hub = hub_load_kwargs(path, {})  # with the Hub down, one check and one warning cover every load below
+    config = MultiTaskBertConfig.from_pretrained(path, **hub)  # a plain BERT config gets the default tasks
     if data_args.tasks is None:
         data_args.tasks = ",".join(config.task_names)
     specs = task_spec_dicts(data_args, config)
     if config.tasks != specs:
-        config = MultiTaskBertConfig.from_pretrained(path, tasks=specs)
-    model = MultiTaskBertModel.from_pretrained(path, config=config)
-    return model, load_tokenizer(path)
+        config = MultiTaskBertConfig.from_pretrained(path, tasks=specs, **hub)
+    model = MultiTaskBertModel.from_pretrained(path, config=config, **hub)
+    return model, load_tokenizer(path, **hub)
 
 
 def load_split(data_args: ModelDataArguments, config, tokenizer, split: str) -> dict:
@@ -321,8 +322,9 @@ def evaluate_embeddings(data_args: ModelDataArguments, pooling: str = "mean", ba
     from ..embeddings import embedding_quality
 
     path = resolve_model_path(data_args.model_name_or_path)
-    model = MultiTaskBertModel.from_pretrained(path, config=MultiTaskBertConfig.from_pretrained(path))
-    tokenizer = load_tokenizer(path)
+    hub = hub_load_kwargs(path, {})
+    model = MultiTaskBertModel.from_pretrained(path, config=MultiTaskBertConfig.from_pretrained(path, **hub), **hub)
+    tokenizer = load_tokenizer(path, **hub)
     files = parse_task_values(data_args.eval_files, "eval_files", lambda v: v)
     spec = cs224n_task_spec("sts")
     dev = load_task_data(files["sts"], spec, "validation") if "sts" in files else load_cs224n("sts", "dev",
